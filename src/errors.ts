@@ -1,0 +1,298 @@
+/**
+ * The one registry of error codes, and the one error class the host throws.
+ *
+ * Codes are UPPER_SNAKE as in seed 004 (`INVALID_SESSION_ID`). On the HTTP wire the same
+ * code is written lower_snake inside seed 002's envelope `{"error": {"code", "message"}}`.
+ * docs/errors.md lists every code here; test/errors-doc.test.ts keeps the two in sync.
+ *
+ * @module
+ */
+import type { ErrorObject, Span } from "./contract/types.ts";
+
+/** Where a code shows up, for the docs. */
+export type ErrorScope = "http" | "run" | "call" | "diagnostic";
+
+/** One entry of {@link ERROR_CODES}. */
+export interface ErrorCodeInfo {
+  /** HTTP status when the code is answered as an HTTP error; `null` when it only appears inside a RunResult. */
+  readonly http: number | null;
+  readonly scope: ErrorScope;
+  /** One line for docs/errors.md. */
+  readonly meaning: string;
+}
+
+/** Every error code the service itself produces. Tools may add codes of their own (see docs/errors.md). */
+export const ERROR_CODES = {
+  // Requests
+  INVALID_JSON: { http: 400, scope: "http", meaning: "The request body is not valid JSON." },
+  INVALID_REQUEST: {
+    http: 400,
+    scope: "http",
+    meaning: "The request does not match its JSON Schema (wrong type, missing or unknown field).",
+  },
+  UNSUPPORTED_MEDIA_TYPE: {
+    http: 415,
+    scope: "http",
+    meaning: "The request body has a content type other than application/json.",
+  },
+  PAYLOAD_TOO_LARGE: {
+    http: 413,
+    scope: "http",
+    meaning: "The request body is larger than the server's body limit.",
+  },
+  NOT_FOUND: { http: 404, scope: "http", meaning: "No route matches the method and path." },
+  UNAUTHORIZED: {
+    http: 401,
+    scope: "http",
+    meaning: "A bearer token is configured and the request lacks it or carries a wrong one.",
+  },
+  INTERNAL_ERROR: {
+    http: 500,
+    scope: "http",
+    meaning: "An unexpected host failure; the message carries no internals. Please report it.",
+  },
+  SERVICE_CLOSING: {
+    http: 503,
+    scope: "http",
+    meaning: "The server is shutting down and takes no new work.",
+  },
+  // Sessions and runs
+  INVALID_SESSION_ID: {
+    http: 400,
+    scope: "run",
+    meaning: "A session id does not match ^[a-zA-Z0-9_-]{1,64}$.",
+  },
+  INVALID_RUN_ID: {
+    http: 400,
+    scope: "run",
+    meaning: "A run id does not match ^[a-zA-Z0-9_-]{1,64}$.",
+  },
+  RUN_ID_IN_USE: {
+    http: 409,
+    scope: "run",
+    meaning: "A run with the client-chosen run_id is still known to the server.",
+  },
+  SESSION_NOT_FOUND: { http: 404, scope: "http", meaning: "No session has this id." },
+  SESSION_EXISTS: {
+    http: 409,
+    scope: "http",
+    meaning: "A session with this id already exists (explicit create).",
+  },
+  RUN_NOT_FOUND: {
+    http: 404,
+    scope: "http",
+    meaning: "No run with this id is running or remembered.",
+  },
+  SESSION_BUSY: {
+    http: 429,
+    scope: "http",
+    meaning: "The session's queue of waiting runs is full; retry after the current run ends.",
+  },
+  SESSION_LIMIT_REACHED: {
+    http: 429,
+    scope: "http",
+    meaning:
+      "The server holds its maximum number of sessions; destroy one or wait for idle expiry.",
+  },
+  LIMIT_EXCEEDS_CEILING: {
+    http: 400,
+    scope: "run",
+    meaning: "A requested limit is above the server's ceiling for it; the message names the limit.",
+  },
+  UNSUPPORTED_LANGUAGE: {
+    http: 400,
+    scope: "run",
+    meaning: "No registered backend runs this language.",
+  },
+  UNKNOWN_RUNTIME: {
+    http: 400,
+    scope: "run",
+    meaning: "The requested backend is not registered, or does not run the requested language.",
+  },
+  LANGUAGE_MISMATCH: {
+    http: 400,
+    scope: "run",
+    meaning:
+      "The run's language cannot run in the session (e.g. python code in a JavaScript session).",
+  },
+  INVALID_INPUT: {
+    http: 400,
+    scope: "run",
+    meaning:
+      "An input cannot be bound as a global (a read-only global of the engine has its name).",
+  },
+  // Guest code
+  SYNTAX_ERROR: {
+    http: null,
+    scope: "run",
+    meaning:
+      "The code does not parse (or its types do not strip); the span points at the user's line.",
+  },
+  UNSUPPORTED_SYNTAX: {
+    http: null,
+    scope: "run",
+    meaning: "The code uses syntax this backend cannot run (e.g. TypeScript decorators metadata).",
+  },
+  RUNTIME_ERROR: {
+    http: null,
+    scope: "run",
+    meaning:
+      "The code threw and did not catch; the message and span name the error, stderr has the stack.",
+  },
+  CPU_TIME_LIMIT: {
+    http: null,
+    scope: "run",
+    meaning: "The run spent more than cpu_ms of CPU time executing guest code.",
+  },
+  WALL_TIME_LIMIT: {
+    http: null,
+    scope: "run",
+    meaning: "The run took longer than wall_ms (or timeout_ms) of wall-clock time.",
+  },
+  MEMORY_LIMIT: {
+    http: null,
+    scope: "run",
+    meaning: "The run tried to use more than memory_mb; guest code cannot catch this.",
+  },
+  STACK_LIMIT: {
+    http: null,
+    scope: "run",
+    meaning: "The run nested calls deeper than max_stack_depth allows.",
+  },
+  EXTERNAL_CALL_LIMIT: {
+    http: null,
+    scope: "call",
+    meaning:
+      "The run made more tool calls than max_external_calls; the call is denied and the run ends.",
+  },
+  RUN_CANCELLED: { http: null, scope: "run", meaning: "The run was cancelled by its run id." },
+  ENGINE_CRASHED: {
+    http: null,
+    scope: "run",
+    meaning: "The engine process or thread under the run died; the session was reset.",
+  },
+  SESSION_RESET: {
+    http: null,
+    scope: "diagnostic",
+    meaning:
+      "Info: the session's state was discarded after this run (memory exhausted or engine crash).",
+  },
+  OUTPUT_TRUNCATED: {
+    http: null,
+    scope: "diagnostic",
+    meaning: "Warning: stdout or stderr passed max_stdout_bytes and was cut; the run went on.",
+  },
+  RESULT_NOT_JSON: {
+    http: null,
+    scope: "diagnostic",
+    meaning: "Warning: part of the result could not be held by JSON and was given as a string.",
+  },
+  // Tool calls (ExternalCallRecord.error, and the error raised in guest code)
+  UNKNOWN_TOOL: { http: null, scope: "call", meaning: "No tool with this name is registered." },
+  INVALID_ARGUMENTS: {
+    http: null,
+    scope: "call",
+    meaning: "The call's arguments are not JSON or do not match the tool's input_schema.",
+  },
+  TOOL_TIMEOUT: {
+    http: null,
+    scope: "call",
+    meaning: "The tool did not answer within its timeout_ms (or the run's remaining wall time).",
+  },
+  TOOL_ERROR: {
+    http: null,
+    scope: "call",
+    meaning: "The tool failed without a code of its own; the message is the tool's.",
+  },
+  INVALID_TOOL_OUTPUT: {
+    http: null,
+    scope: "call",
+    meaning: "The tool returned something that is not JSON or does not match its output_schema.",
+  },
+  // Registry
+  INVALID_TOOL_NAME: {
+    http: 400,
+    scope: "http",
+    meaning: "A capability name is not a Python identifier.",
+  },
+  INVALID_CAPABILITY: {
+    http: 400,
+    scope: "http",
+    meaning: "A capability definition is malformed (schema does not compile, bad limits).",
+  },
+  // Snapshots
+  SNAPSHOT_NOT_SUPPORTED: {
+    http: 501,
+    scope: "http",
+    meaning: "The session's backend cannot snapshot or restore yet.",
+  },
+} as const satisfies Record<string, ErrorCodeInfo>;
+
+/** A code of {@link ERROR_CODES}. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Whether `code` is one of the service's own codes. */
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(ERROR_CODES, code);
+}
+
+/** Optional parts of a {@link SandboxError}. */
+export interface SandboxErrorOptions {
+  hint?: string;
+  span?: Span;
+  cause?: unknown;
+}
+
+/**
+ * The error the host throws for every failure it reports to a caller. Branch on `code`,
+ * never on the message. Guest failures are not thrown: they come back as a RunResult.
+ */
+export class SandboxError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | null;
+  readonly span: Span | null;
+
+  constructor(code: ErrorCode, message: string, options: SandboxErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "SandboxError";
+    this.code = code;
+    this.hint = options.hint ?? null;
+    this.span = options.span ?? null;
+  }
+
+  /** HTTP status for this code; 400 for codes that normally live only in a RunResult. */
+  get httpStatus(): number {
+    return ERROR_CODES[this.code].http ?? 400;
+  }
+
+  /** The seed's `ErrorObject` for this error. */
+  toErrorObject(): ErrorObject {
+    return errorObject(this.code, this.message, { hint: this.hint, span: this.span });
+  }
+}
+
+/** Whether `value` is a {@link SandboxError} (optionally with the given code). */
+export function isSandboxError(value: unknown, code?: ErrorCode): value is SandboxError {
+  return value instanceof SandboxError && (code === undefined || value.code === code);
+}
+
+/** Builds an `ErrorObject` (seed: `ErrorObject::new(...).with_hint(...).with_span(...)`). */
+export function errorObject(
+  code: string,
+  message: string,
+  extra: { hint?: string | null; span?: Span | null } = {},
+): ErrorObject {
+  return { code, message, hint: extra.hint ?? null, span: extra.span ?? null };
+}
+
+/** The HTTP envelope of seed 002: `{"error": {"code": "lower_snake", "message"}}`. */
+export interface ErrorEnvelope {
+  error: { code: string; message: string; hint?: string };
+}
+
+/** Builds the HTTP envelope for a code (written lower_snake). */
+export function errorEnvelope(code: string, message: string, hint?: string | null): ErrorEnvelope {
+  const body: ErrorEnvelope = { error: { code: code.toLowerCase(), message } };
+  if (hint) body.error.hint = hint;
+  return body;
+}

@@ -1,0 +1,24 @@
+/**
+ * The public surface of the core: what backends (`runtimes/`), tool packs (`capabilities/`),
+ * examples and embedders import. Nothing outside `src/` imports a deeper path.
+ *
+ * @module
+ */
+export * from "./contract/ids.ts";
+export * from "./contract/schemas.ts";
+export * from "./contract/types.ts";
+export * from "./digest.ts";
+export * from "./errors.ts";
+export * from "./js/cell.ts";
+export * from "./js/prelude.ts";
+export * from "./plugins.ts";
+export * from "./runtime/engine-host.ts";
+export * from "./runtime/engine-protocol.ts";
+export * from "./runtime/interface.ts";
+export * from "./runtime/output.ts";
+export * from "./runtime/registry.ts";
+export * from "./runtime/worker-pool.ts";
+export * from "./session/limits.ts";
+export * from "./session/manager.ts";
+export * from "./tools/gateway.ts";
+export * from "./tools/registry.ts";

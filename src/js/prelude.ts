@@ -1,0 +1,348 @@
+/**
+ * The guest-side prelude of the JavaScript backends: source text evaluated once in every new
+ * JavaScript session, before any user code.
+ *
+ * It is a function expression taking the backend's host bindings ({@link GuestHostBindings})
+ * and returning the internals the backend calls ({@link GuestInternals}). Everything it
+ * captures (intrinsics, bindings) lives in its closure: guest code can replace globals such as
+ * `JSON` or `console` afterwards without breaking the host's view, and can reach the host only
+ * through the functions it is given, whose arguments the host checks again.
+ *
+ * What guest code gets: `console` (log/info/debug/dir → stdout; warn/error/trace → stderr),
+ * `tools.<name>(...)` and a global `<name>(...)` per tool (both return promises), `ToolError`
+ * (what a failed call rejects with: `code`, `status`, `tool`), and `setTimeout`/`setInterval`/
+ * `clearTimeout`/`clearInterval`/`queueMicrotask`. Timers still pending when the cell's
+ * promise settles are cancelled.
+ *
+ * @module
+ */
+
+/** Functions a backend must give the prelude (all synchronous from the guest's view). */
+export interface GuestHostBindings {
+  /** Writes text to stdout (`1`) or stderr (`2`). */
+  print(stream: 1 | 2, text: string): void;
+  /**
+   * Starts a tool call; answers a promise of the reply as JSON text:
+   * `{"ok":true,"value":...}` or `{"ok":false,"code","message","status"}`.
+   */
+  call(name: string, argsJson: string, kwargsJson: string): Promise<string>;
+  /** Arms a timer for `delayMs`; answers its id. Throws when too many are pending. */
+  setTimer(delayMs: number): number;
+  /** Disarms a timer. */
+  clearTimer(id: number): void;
+}
+
+/** Functions the prelude returns to the backend. Arguments and answers are strings or numbers. */
+export interface GuestInternals {
+  /** Binds `{"name": value}` (JSON text) as globals; answers `""` or an error message. */
+  setInputs(inputsJson: string): string;
+  /** Makes `tools.<name>` and the global `<name>` exist for these names (JSON array text). */
+  syncTools(namesJson: string): void;
+  /**
+   * Encodes a result: JSON text, then, if anything was not JSON, `"\u0000"` and the list of
+   * what was converted (joined by `"\u0001"`).
+   */
+  encodeResult(value: unknown): string;
+  /** Describes a thrown value as JSON text `{name, message, stack, code?}`. */
+  describeError(error: unknown): string;
+  /** Runs the callback of a fired timer. */
+  fireTimer(id: number): void;
+  /** Forgets every pending timer callback (the run ended). */
+  clearTimers(): void;
+}
+
+/** Tags a separate encoded result from the list of conversions (JSON text never has NUL). */
+export const RESULT_ISSUES_SEPARATOR = "\u0000";
+/** Separates conversions in the list. */
+export const RESULT_ISSUE_SEPARATOR = "\u0001";
+
+/**
+ * The prelude's source: a parenthesized function expression `(host) => internals`.
+ * Kept in plain ES2020 so every engine runs it unchanged.
+ */
+export const GUEST_PRELUDE = String.raw`(function (host) {
+  "use strict";
+  const G = globalThis;
+  const stringify = JSON.stringify;
+  const parse = JSON.parse;
+  const isArray = Array.isArray;
+  const objectKeys = Object.keys;
+  const defineProperty = Object.defineProperty;
+  const getPrototypeOf = Object.getPrototypeOf;
+  const hasOwn = Object.prototype.hasOwnProperty;
+  const isFiniteNumber = Number.isFinite;
+  const arrayFrom = Array.from;
+  const MapCtor = Map;
+  const SetCtor = Set;
+  const ErrorCtor = Error;
+  const PromiseCtor = Promise;
+  const isView = ArrayBuffer.isView;
+  const DataViewCtor = DataView;
+  const StringCtor = String;
+  const print = host.print;
+  const hostCall = host.call;
+  const setTimer = host.setTimer;
+  const clearTimer = host.clearTimer;
+
+  function quote(text) { return stringify(text); }
+
+  function inspect(value, depth, seen) {
+    switch (typeof value) {
+      case "string": return depth === 0 ? value : quote(value);
+      case "number": return value === 0 && 1 / value < 0 ? "-0" : StringCtor(value);
+      case "bigint": return StringCtor(value) + "n";
+      case "symbol": return StringCtor(value);
+      case "undefined": return "undefined";
+      case "boolean": return value ? "true" : "false";
+      case "function": {
+        const name = value.name ? ": " + value.name : " (anonymous)";
+        return /^class[\s{]/.test(Function.prototype.toString.call(value)) ? "[class" + name.slice(1) + "]" : "[Function" + name + "]";
+      }
+      default: break;
+    }
+    if (value === null) return "null";
+    if (seen.indexOf(value) >= 0) return "[Circular]";
+    if (value instanceof ErrorCtor) {
+      const head = StringCtor(value.name) + ": " + StringCtor(value.message);
+      const stack = typeof value.stack === "string" ? value.stack : "";
+      return stack ? head + "\n" + stack.replace(/\s+$/, "") : head;
+    }
+    if (value instanceof Date) return isFiniteNumber(value.getTime()) ? value.toISOString() : "Invalid Date";
+    if (value instanceof RegExp) return StringCtor(value);
+    if (typeof value.then === "function") return "Promise { <pending> }";
+    if (depth > 2) return isArray(value) ? "[Array]" : "[Object]";
+    const next = seen.concat([value]);
+    const items = [];
+    const limit = 100;
+    if (isArray(value) || (isView(value) && !(value instanceof DataViewCtor))) {
+      const length = value.length;
+      for (let i = 0; i < length && i < limit; i++) items.push(inspect(value[i], depth + 1, next));
+      if (length > limit) items.push("... " + (length - limit) + " more items");
+      return items.length ? "[ " + items.join(", ") + " ]" : "[]";
+    }
+    if (value instanceof MapCtor) {
+      for (const [k, v] of value) { if (items.length >= limit) break; items.push(inspect(k, depth + 1, next) + " => " + inspect(v, depth + 1, next)); }
+      return "Map(" + value.size + ") {" + (items.length ? " " + items.join(", ") + " " : "") + "}";
+    }
+    if (value instanceof SetCtor) {
+      for (const v of value) { if (items.length >= limit) break; items.push(inspect(v, depth + 1, next)); }
+      return "Set(" + value.size + ") {" + (items.length ? " " + items.join(", ") + " " : "") + "}";
+    }
+    const keys = objectKeys(value);
+    for (let i = 0; i < keys.length && i < limit; i++) {
+      const key = keys[i];
+      const label = /^[A-Za-z_$][\w$]*$/.test(key) ? key : quote(key);
+      items.push(label + ": " + inspect(value[key], depth + 1, next));
+    }
+    if (keys.length > limit) items.push("... " + (keys.length - limit) + " more keys");
+    const proto = getPrototypeOf(value);
+    const ctor = proto && proto !== Object.prototype && proto.constructor && proto.constructor.name;
+    const prefix = ctor ? ctor + " " : proto === null ? "[Object: null prototype] " : "";
+    return prefix + (items.length ? "{ " + items.join(", ") + " }" : "{}");
+  }
+
+  function format(args) {
+    const parts = [];
+    for (let i = 0; i < args.length; i++) {
+      try { parts.push(inspect(args[i], 0, [])); } catch (e) { parts.push("[uninspectable]"); }
+    }
+    return parts.join(" ") + "\n";
+  }
+
+  const counts = new MapCtor();
+  const timersByLabel = new MapCtor();
+  const console = {
+    log() { print(1, format(arguments)); },
+    info() { print(1, format(arguments)); },
+    debug() { print(1, format(arguments)); },
+    dir(value) { print(1, format([value])); },
+    warn() { print(2, format(arguments)); },
+    error() { print(2, format(arguments)); },
+    trace() { print(2, "Trace: " + format(arguments) + new ErrorCtor().stack); },
+    assert(condition) {
+      if (!condition) print(2, "Assertion failed" + (arguments.length > 1 ? ": " + format(Array.prototype.slice.call(arguments, 1)) : "\n"));
+    },
+    count(label) { const key = label === undefined ? "default" : StringCtor(label); const n = (counts.get(key) || 0) + 1; counts.set(key, n); print(1, key + ": " + n + "\n"); },
+    countReset(label) { counts.delete(label === undefined ? "default" : StringCtor(label)); },
+    time(label) { timersByLabel.set(label === undefined ? "default" : StringCtor(label), Date.now()); },
+    timeEnd(label) { const key = label === undefined ? "default" : StringCtor(label); const t = timersByLabel.get(key); if (t !== undefined) { timersByLabel.delete(key); print(1, key + ": " + (Date.now() - t) + "ms\n"); } },
+    table(value) { print(1, format([value])); },
+  };
+  defineProperty(G, "console", { value: console, writable: true, configurable: true, enumerable: false });
+
+  class ToolError extends ErrorCtor {
+    constructor(code, message, status, tool) {
+      super(message);
+      this.name = "ToolError";
+      this.code = code;
+      this.status = status;
+      this.tool = tool;
+    }
+  }
+  defineProperty(G, "ToolError", { value: ToolError, writable: true, configurable: true, enumerable: false });
+
+  function strictReplacer(key, value) {
+    switch (typeof value) {
+      case "function": throw new TypeError("a function is not JSON");
+      case "symbol": throw new TypeError("a symbol is not JSON");
+      case "bigint": throw new TypeError("a BigInt is not JSON");
+      case "number": if (!isFiniteNumber(value)) throw new TypeError(StringCtor(value) + " is not JSON"); return value;
+      case "object":
+        if (value instanceof MapCtor || value instanceof SetCtor) throw new TypeError("a Map or Set is not JSON");
+        return value;
+      default: return value;
+    }
+  }
+
+  function callTool(name, args) {
+    let argsJson;
+    try { argsJson = stringify(args, strictReplacer); }
+    catch (e) { return PromiseCtor.reject(new TypeError("arguments of " + name + " are not JSON: " + (e && e.message))); }
+    // Taken now, so a failed call's stack (and span) points at the caller, not at this callback.
+    const callSite = new ErrorCtor();
+    return hostCall(name, argsJson, "{}").then(function (replyText) {
+      const reply = parse(replyText);
+      if (reply.ok) return reply.value;
+      const error = new ToolError(reply.code, reply.message, reply.status, name);
+      if (typeof callSite.stack === "string") error.stack = callSite.stack;
+      throw error;
+    });
+  }
+
+  const tools = {};
+  defineProperty(G, "tools", { value: tools, writable: true, configurable: true, enumerable: false });
+  const published = new MapCtor();
+
+  function syncTools(namesJson) {
+    const names = parse(namesJson);
+    for (const [name, fn] of published) {
+      if (names.indexOf(name) < 0) {
+        if (tools[name] === fn) delete tools[name];
+        if (G[name] === fn) delete G[name];
+        published.delete(name);
+      }
+    }
+    for (const name of names) {
+      if (published.has(name)) continue;
+      const fn = { [name]: function () { return callTool(name, arrayFrom(arguments)); } }[name];
+      published.set(name, fn);
+      tools[name] = fn;
+      if (!(name in G)) defineProperty(G, name, { value: fn, writable: true, configurable: true, enumerable: false });
+    }
+  }
+
+  let nextTimer = 0;
+  const timers = new MapCtor();
+  function armTimer(fn, delay, args, repeat) {
+    if (typeof fn !== "function") throw new TypeError("timer callback must be a function");
+    const ms = Math.max(0, Number(delay) || 0);
+    const hostId = setTimer(ms);
+    const id = ++nextTimer;
+    timers.set(hostId, { id, fn, args, repeat, ms });
+    return id;
+  }
+  function findHostId(id) { for (const [hostId, t] of timers) if (t.id === id) return hostId; return undefined; }
+  function disarm(id) { const hostId = findHostId(id); if (hostId !== undefined) { timers.delete(hostId); clearTimer(hostId); } }
+  defineProperty(G, "setTimeout", { value: function setTimeout(fn, delay) { return armTimer(fn, delay, Array.prototype.slice.call(arguments, 2), false); }, writable: true, configurable: true });
+  defineProperty(G, "setInterval", { value: function setInterval(fn, delay) { return armTimer(fn, delay, Array.prototype.slice.call(arguments, 2), true); }, writable: true, configurable: true });
+  defineProperty(G, "clearTimeout", { value: function clearTimeout(id) { disarm(id); }, writable: true, configurable: true });
+  defineProperty(G, "clearInterval", { value: function clearInterval(id) { disarm(id); }, writable: true, configurable: true });
+  if (typeof G.queueMicrotask !== "function") {
+    defineProperty(G, "queueMicrotask", { value: function queueMicrotask(fn) { PromiseCtor.resolve().then(function () { fn(); }); }, writable: true, configurable: true });
+  }
+
+  function fireTimer(hostId) {
+    const timer = timers.get(hostId);
+    if (!timer) return;
+    timers.delete(hostId);
+    if (timer.repeat) timers.set(setTimer(timer.ms), timer);
+    timer.fn.apply(undefined, timer.args);
+  }
+
+  function clearTimers() { timers.clear(); }
+
+  function setInputs(inputsJson) {
+    const inputs = parse(inputsJson);
+    const keys = objectKeys(inputs);
+    for (let i = 0; i < keys.length; i++) {
+      try {
+        defineProperty(G, keys[i], { value: inputs[keys[i]], writable: true, configurable: true, enumerable: true });
+      } catch (e) {
+        return "input " + quote(keys[i]) + " cannot be bound as a global: " + (e && e.message);
+      }
+    }
+    return "";
+  }
+
+  function lenientReplacer(issues) {
+    function note(what) { if (issues.indexOf(what) < 0 && issues.length < 8) issues.push(what); }
+    return function (key, value) {
+      switch (typeof value) {
+        case "undefined": return key === "" && this && hasOwn.call(this, "") ? null : value;
+        case "function": note("a function"); return "[Function" + (value.name ? ": " + value.name : "") + "]";
+        case "symbol": note("a symbol"); return StringCtor(value);
+        case "bigint": note("a BigInt"); return StringCtor(value);
+        case "number": if (!isFiniteNumber(value)) { note("a non-finite number"); return StringCtor(value); } return value;
+        case "object":
+          if (value === null) return null;
+          if (value instanceof MapCtor) { note("a Map (as [key, value] pairs)"); return arrayFrom(value); }
+          if (value instanceof SetCtor) { note("a Set (as an array)"); return arrayFrom(value); }
+          if (isView(value) && !(value instanceof DataViewCtor)) { note("a typed array (as an array)"); return arrayFrom(value); }
+          if (value instanceof ErrorCtor) { note("an Error (as its name and message)"); return { name: StringCtor(value.name), message: StringCtor(value.message) }; }
+          return value;
+        default: return value;
+      }
+    };
+  }
+
+  function decycle(value, ancestors, issues) {
+    if (value === null || typeof value !== "object") return value;
+    if (ancestors.indexOf(value) >= 0) { if (issues.indexOf("a circular reference") < 0) issues.push("a circular reference"); return "[Circular]"; }
+    if (ancestors.length >= 200) { if (issues.indexOf("nesting deeper than 200") < 0) issues.push("nesting deeper than 200"); return "[Too deep]"; }
+    if (typeof value.toJSON === "function") value = value.toJSON();
+    if (value === null || typeof value !== "object") return value;
+    const next = ancestors.concat([value]);
+    if (value instanceof MapCtor || value instanceof SetCtor || isArray(value)) return arrayFrom(value, function (item) { return decycle(item, next, issues); });
+    const copy = {};
+    const keys = objectKeys(value);
+    for (let i = 0; i < keys.length; i++) copy[keys[i]] = decycle(value[keys[i]], next, issues);
+    return copy;
+  }
+
+  function encodeResult(value) {
+    const issues = [];
+    let text;
+    try {
+      text = stringify({ "": value }, lenientReplacer(issues));
+      text = text.slice(4, -1);
+    } catch (first) {
+      issues.length = 0;
+      try {
+        text = stringify({ "": decycle(value, [], issues) }, lenientReplacer(issues)).slice(4, -1);
+      } catch (second) {
+        issues.length = 0;
+        issues.push("a value that could not be converted (" + (second && second.message) + ")");
+        let shown;
+        try { shown = inspect(value, 0, []); } catch (e) { shown = "[unconvertible]"; }
+        text = stringify(shown);
+      }
+    }
+    if (text === undefined || text === "") text = "null";
+    return issues.length ? text + "\u0000" + issues.join("\u0001") : text;
+  }
+
+  function describeError(error) {
+    try {
+      if (error instanceof ErrorCtor || (error && typeof error === "object" && "message" in error && "stack" in error)) {
+        const out = { name: StringCtor(error.name), message: StringCtor(error.message), stack: typeof error.stack === "string" ? error.stack : "" };
+        if (error instanceof ToolError) { out.code = StringCtor(error.code); out.status = StringCtor(error.status); }
+        return stringify(out);
+      }
+      return stringify({ name: "Uncaught", message: inspect(error, 1, []), stack: "" });
+    } catch (e) {
+      return stringify({ name: "Error", message: "(an error that could not be described)", stack: "" });
+    }
+  }
+
+  return { setInputs, syncTools, encodeResult, describeError, fireTimer, clearTimers };
+})`;

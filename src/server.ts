@@ -1,0 +1,115 @@
+/**
+ * Assembles a server from configuration: loads the plugin modules it names (backends, tool
+ * packs), builds the registries, the session manager and the HTTP app.
+ *
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import type { FastifyInstance } from "fastify";
+import { importableSpecifier, type PluginConfig, type ServerConfig } from "./config.ts";
+import { SandboxError } from "./errors.ts";
+import { buildApp } from "./http/app.ts";
+import { isPlugin, type Plugin } from "./plugins.ts";
+import { RuntimeRegistry } from "./runtime/registry.ts";
+import { SessionManager } from "./session/manager.ts";
+import { ToolRegistry } from "./tools/registry.ts";
+
+/** A built server. */
+export interface SandboxServer {
+  readonly config: ServerConfig;
+  readonly app: FastifyInstance;
+  readonly manager: SessionManager;
+  readonly runtimes: RuntimeRegistry;
+  readonly tools: ToolRegistry;
+  /** Listens on `config.host`/`config.port`; answers the base URL. */
+  listen(): Promise<string>;
+  /** Stops listening, ends every session and backend. */
+  close(): Promise<void>;
+}
+
+/** This package's version. */
+export const VERSION = (
+  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
+
+async function loadPlugin(entry: PluginConfig, kind: Plugin["kind"]): Promise<Plugin> {
+  let module: Record<string, unknown>;
+  try {
+    module = (await import(importableSpecifier(entry.module))) as Record<string, unknown>;
+  } catch (error) {
+    throw new Error(`Cannot load ${kind} module '${entry.module}': ${(error as Error).message}`);
+  }
+  const plugin = module.plugin;
+  if (!isPlugin(plugin) || plugin.kind !== kind) {
+    throw new Error(`Module '${entry.module}' has no '${kind}' plugin export.`);
+  }
+  return plugin;
+}
+
+/**
+ * Builds a server (not listening yet).
+ * @throws Error when a plugin module cannot be loaded or a default limit is above its ceiling.
+ */
+export async function createServer(config: ServerConfig): Promise<SandboxServer> {
+  const runtimes = new RuntimeRegistry();
+  const tools = new ToolRegistry();
+  try {
+    for (const entry of config.runtimes) {
+      const plugin = await loadPlugin(entry, "runtime");
+      if (plugin.kind === "runtime") runtimes.register(await plugin.create(entry.options));
+    }
+    for (const [language, id] of Object.entries(config.defaultRuntimes)) {
+      runtimes.setDefault(language as keyof typeof config.defaultRuntimes, id);
+    }
+    for (const entry of config.capabilities) {
+      const plugin = await loadPlugin(entry, "capabilities");
+      if (plugin.kind === "capabilities")
+        for (const tool of await plugin.create(entry.options)) tools.register(tool);
+    }
+  } catch (error) {
+    await runtimes.close();
+    if (error instanceof SandboxError) throw new Error(`Configuration: ${error.message}`);
+    throw error;
+  }
+  const manager = new SessionManager({
+    runtimes,
+    tools,
+    defaults: config.defaults,
+    ceilings: config.ceilings,
+    maxSessions: config.maxSessions,
+    sessionIdleTtlMs: config.sessionIdleTtlMs,
+    maxQueuedRuns: config.maxQueuedRuns,
+    runRetentionMs: config.runRetentionMs,
+    defaultLanguage: config.defaultLanguage,
+  });
+  const app = await buildApp({
+    manager,
+    runtimes,
+    tools,
+    token: config.token,
+    bodyLimitBytes: config.bodyLimitBytes,
+    logger: config.logLevel === "silent" ? false : { level: config.logLevel },
+    version: VERSION,
+  });
+  let closed = false;
+  return {
+    config,
+    app,
+    manager,
+    runtimes,
+    tools,
+    async listen() {
+      const address = await app.listen({ host: config.host, port: config.port });
+      return address.replace("[::1]", "localhost");
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await manager.close();
+      await runtimes.close();
+    },
+  };
+}

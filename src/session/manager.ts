@@ -1,0 +1,674 @@
+/**
+ * The session manager: sessions and their runs, between the HTTP API and the backends.
+ *
+ * - Sessions are created explicitly or by their first run, on the backend configured for
+ *   their language (or the one asked for). State lives in the backend between runs.
+ * - Each session runs one run at a time; others wait in a FIFO queue of at most
+ *   `maxQueuedRuns` (past it: `SESSION_BUSY`).
+ * - Limits: a session's limits are the server defaults overlaid with what its creator asked
+ *   for; a run may ask for different limits (and `timeout_ms` for wall_ms). Anything above a
+ *   ceiling is `LIMIT_EXCEEDS_CEILING`.
+ * - Sessions idle longer than `sessionIdleTtlMs` are destroyed; at most `maxSessions` exist.
+ * - Runs can be cancelled by id, while queued or running; finished runs are remembered for
+ *   `runRetentionMs` so their result can be fetched again.
+ *
+ * Guest failures are RunResults. What the caller got wrong about the run itself (a bad
+ * session id, a limit above its ceiling, a language the session cannot run) is a RunResult
+ * with status `validation_error` too, as in seed 004. Only capacity problems (`SESSION_BUSY`,
+ * `SESSION_LIMIT_REACHED`) and shutdown (`SERVICE_CLOSING`) are thrown.
+ *
+ * @module
+ */
+import { randomUUID } from "node:crypto";
+import { assertRunId, assertSessionId } from "../contract/ids.ts";
+import {
+  type Diagnostic,
+  type ErrorObject,
+  type JsonObject,
+  type Language,
+  type RunRequest,
+  type RunResult,
+  type RunStatus,
+  type SessionId,
+  type SessionLimits,
+  type SessionMeta,
+  SNAPSHOT_VERSION,
+} from "../contract/types.ts";
+import { errorObject, isSandboxError, SandboxError } from "../errors.ts";
+import type { LanguageRuntime, RuntimeRunOutcome } from "../runtime/interface.ts";
+import type { RuntimeRegistry } from "../runtime/registry.ts";
+import { ToolGateway } from "../tools/gateway.ts";
+import type { ToolRegistry } from "../tools/registry.ts";
+import { assertWithinCeilings, mergeLimits } from "./limits.ts";
+
+/** Options of {@link SessionManager}. Times in ms. */
+export interface SessionManagerOptions {
+  runtimes: RuntimeRegistry;
+  tools: ToolRegistry;
+  /** Limits of a new session before its creator's requests (seed defaults unless configured). */
+  defaults: SessionLimits;
+  /** Highest value each limit may be asked for. */
+  ceilings: SessionLimits;
+  /** Most sessions at once (default 500). */
+  maxSessions?: number;
+  /** Idle time after which a session is destroyed (default 15 min). */
+  sessionIdleTtlMs?: number;
+  /** Runs that may wait behind a session's current run (default 8). */
+  maxQueuedRuns?: number;
+  /** How long a finished run's result can be fetched again (default 10 min). */
+  runRetentionMs?: number;
+  /** Language of a session when neither the request nor an existing session says (seed: python). */
+  defaultLanguage?: Language;
+}
+
+/** What `POST /v1/sessions` takes. */
+export interface CreateSessionInput {
+  session_id?: string;
+  language?: Language;
+  limits?: Partial<SessionLimits> | null;
+  runtime?: string;
+}
+
+/** A session as the API shows it: seed 004's `SessionMeta` plus extensions. */
+export interface SessionInfo extends SessionMeta {
+  runtime: string;
+  state: "idle" | "running";
+  queued_runs: number;
+  run_count: number;
+  /** Unix epoch ms at which the session expires if it stays idle. */
+  expires_at: number;
+}
+
+/** A run as `GET /v1/runs/{id}` shows it. */
+export interface RunInfo {
+  run_id: string;
+  session_id: SessionId;
+  state: "queued" | "running" | "finished";
+  /** Unix epoch ms the run was accepted. */
+  created_at: number;
+  /** The RunResult once finished, else null. */
+  result: RunResult | null;
+}
+
+/** What `POST /v1/runs` takes: a RunRequest where everything but `code` may be left out. */
+export type RunInput = Partial<RunRequest> & { code: string };
+
+interface SessionState {
+  meta: SessionMeta;
+  runtime: LanguageRuntime;
+  running: RunState | null;
+  queue: RunState[];
+  runCount: number;
+  destroyed: boolean;
+}
+
+interface RunState {
+  id: string;
+  session: SessionState;
+  language: Language;
+  code: string;
+  inputs: JsonObject;
+  limits: SessionLimits;
+  validateOnly: boolean;
+  returnSnapshot: boolean;
+  controller: AbortController;
+  state: RunInfo["state"];
+  createdAt: number;
+  enqueuedAt: number;
+  finishedAt: number;
+  result: RunResult | null;
+  done: Promise<RunResult>;
+  resolve(result: RunResult): void;
+}
+
+const DAY_MS = 86_400_000;
+
+/** See the module comment. */
+export class SessionManager {
+  readonly #runtimes: RuntimeRegistry;
+  readonly #tools: ToolRegistry;
+  readonly #defaults: SessionLimits;
+  readonly #ceilings: SessionLimits;
+  readonly #maxSessions: number;
+  readonly #idleTtlMs: number;
+  readonly #maxQueuedRuns: number;
+  readonly #retentionMs: number;
+  readonly #defaultLanguage: Language;
+  readonly #sessions = new Map<SessionId, SessionState>();
+  readonly #creating = new Map<SessionId, Promise<SessionState>>();
+  readonly #runs = new Map<string, RunState>();
+  readonly #sweeper: NodeJS.Timeout;
+  #closing = false;
+
+  /** @throws SandboxError `LIMIT_EXCEEDS_CEILING` when a default is above its ceiling. */
+  constructor(options: SessionManagerOptions) {
+    this.#runtimes = options.runtimes;
+    this.#tools = options.tools;
+    this.#defaults = { ...options.defaults };
+    this.#ceilings = { ...options.ceilings };
+    assertWithinCeilings(this.#defaults, this.#ceilings);
+    this.#maxSessions = options.maxSessions ?? 500;
+    this.#idleTtlMs = options.sessionIdleTtlMs ?? 15 * 60_000;
+    this.#maxQueuedRuns = options.maxQueuedRuns ?? 8;
+    this.#retentionMs = options.runRetentionMs ?? 10 * 60_000;
+    this.#defaultLanguage = options.defaultLanguage ?? "python";
+    const sweepEveryMs = Math.max(250, Math.min(30_000, Math.floor(this.#idleTtlMs / 4)));
+    this.#sweeper = setInterval(() => void this.sweep(), sweepEveryMs);
+    this.#sweeper.unref();
+  }
+
+  /** Server-wide limits: defaults and ceilings. */
+  get limits(): { defaults: SessionLimits; ceilings: SessionLimits } {
+    return { defaults: { ...this.#defaults }, ceilings: { ...this.#ceilings } };
+  }
+
+  /** Number of sessions now. */
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /**
+   * Creates a session (`POST /v1/sessions`).
+   * @throws SandboxError `INVALID_SESSION_ID`, `SESSION_EXISTS`, `SESSION_LIMIT_REACHED`,
+   *   `LIMIT_EXCEEDS_CEILING`, `UNSUPPORTED_LANGUAGE`, `UNKNOWN_RUNTIME`, `SERVICE_CLOSING`.
+   */
+  async createSession(input: CreateSessionInput = {}): Promise<SessionInfo> {
+    const id = input.session_id === undefined ? randomUUID() : assertSessionId(input.session_id);
+    if (this.#sessions.has(id) || this.#creating.has(id)) {
+      throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists.`);
+    }
+    const session = await this.#create(
+      id,
+      input.language ?? this.#defaultLanguage,
+      input.limits,
+      input.runtime,
+    );
+    return this.#info(session);
+  }
+
+  /** @throws SandboxError `SESSION_NOT_FOUND`, `INVALID_SESSION_ID`. */
+  getSession(id: string): SessionInfo {
+    return this.#info(this.#require(id));
+  }
+
+  /** Every session, oldest first. */
+  listSessions(): SessionInfo[] {
+    return [...this.#sessions.values()].map((session) => this.#info(session));
+  }
+
+  /**
+   * Destroys a session: its running run is cancelled, queued runs end `cancelled`.
+   * @throws SandboxError `SESSION_NOT_FOUND`, `INVALID_SESSION_ID`.
+   */
+  async destroySession(id: string): Promise<void> {
+    const session = this.#require(id);
+    await this.#destroy(session, "The session was destroyed.");
+  }
+
+  /**
+   * Runs code (`POST /v1/runs`) and answers its RunResult once it ends.
+   * @throws SandboxError `SESSION_BUSY`, `SESSION_LIMIT_REACHED`, `SERVICE_CLOSING`.
+   */
+  async run(input: RunInput): Promise<RunResult> {
+    const accepted = await this.submit(input);
+    return accepted.done;
+  }
+
+  /**
+   * Accepts a run and answers at once with its id and a promise of its result.
+   * @throws SandboxError like {@link run}.
+   */
+  async submit(input: RunInput): Promise<{ runId: string; done: Promise<RunResult> }> {
+    if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
+    const runId = input.run_id ?? randomUUID();
+    const sessionId = input.session_id ?? "default";
+    const refuse = (error: ErrorObject) => ({
+      runId,
+      done: Promise.resolve(this.#refusal(runId, sessionId, error)),
+    });
+    try {
+      assertSessionId(sessionId);
+      if (input.run_id !== undefined) {
+        assertRunId(input.run_id);
+        if (this.#runs.has(input.run_id)) {
+          throw new SandboxError(
+            "RUN_ID_IN_USE",
+            `Run id '${input.run_id}' is in use; choose another.`,
+          );
+        }
+      }
+    } catch (error) {
+      if (isSandboxError(error)) return refuse(error.toErrorObject());
+      throw error;
+    }
+
+    let session: SessionState;
+    let limits: SessionLimits;
+    let language: Language;
+    try {
+      const existing = this.#sessions.get(sessionId) ?? (await this.#creating.get(sessionId));
+      if (existing && !existing.destroyed) {
+        session = existing;
+        language = input.language ?? session.meta.language;
+        if (!session.runtime.info.languages.includes(language)) {
+          throw new SandboxError(
+            "LANGUAGE_MISMATCH",
+            `Session '${sessionId}' runs ${session.runtime.info.languages.join(" and ")}, not ${language}.`,
+          );
+        }
+        limits = mergeLimits(session.meta.limits, input.limits, this.#ceilings, input.timeout_ms);
+      } else {
+        language = input.language ?? this.#defaultLanguage;
+        // Check limits before creating anything, so a refused run leaves no session behind.
+        mergeLimits(this.#defaults, input.limits, this.#ceilings, input.timeout_ms);
+        session = await this.#create(sessionId, language, input.limits, input.runtime);
+        limits = mergeLimits(session.meta.limits, null, this.#ceilings, input.timeout_ms);
+      }
+    } catch (error) {
+      if (isSandboxError(error) && !isCapacityError(error)) return refuse(error.toErrorObject());
+      throw error;
+    }
+
+    if (session.destroyed) {
+      return refuse(
+        errorObject(
+          "SESSION_NOT_FOUND",
+          `Session '${sessionId}' was destroyed while the run was accepted.`,
+        ),
+      );
+    }
+    if (session.queue.length >= this.#maxQueuedRuns && session.running) {
+      throw new SandboxError(
+        "SESSION_BUSY",
+        `Session '${sessionId}' has ${session.queue.length} runs waiting (the most allowed); retry when one ends.`,
+      );
+    }
+    let resolve!: (result: RunResult) => void;
+    const done = new Promise<RunResult>((settle) => {
+      resolve = settle;
+    });
+    const run: RunState = {
+      id: runId,
+      session,
+      language,
+      code: input.code,
+      inputs: input.inputs ?? {},
+      limits,
+      validateOnly: input.validate_only ?? false,
+      returnSnapshot: input.return_snapshot ?? false,
+      controller: new AbortController(),
+      state: "queued",
+      createdAt: Date.now(),
+      enqueuedAt: performance.now(),
+      finishedAt: 0,
+      result: null,
+      done,
+      resolve,
+    };
+    this.#runs.set(runId, run);
+    session.queue.push(run);
+    this.#touch(session);
+    this.#pump(session);
+    return { runId, done };
+  }
+
+  /**
+   * Cancels a queued or running run; answers false when it had already finished.
+   * @throws SandboxError `RUN_NOT_FOUND`.
+   */
+  cancelRun(runId: string): boolean {
+    const run = this.#runs.get(runId);
+    if (!run) throw new SandboxError("RUN_NOT_FOUND", `No run '${runId}'.`);
+    if (run.state === "finished") return false;
+    if (run.state === "queued") {
+      const queue = run.session.queue;
+      queue.splice(queue.indexOf(run), 1);
+      this.#finish(
+        run,
+        this.#refusal(
+          run.id,
+          run.session.meta.id,
+          errorObject("RUN_CANCELLED", "The run was cancelled before it started."),
+          "cancelled",
+        ),
+      );
+      return true;
+    }
+    run.controller.abort(new SandboxError("RUN_CANCELLED", "The run was cancelled."));
+    return true;
+  }
+
+  /**
+   * A run's state and, once finished, its result.
+   * @throws SandboxError `RUN_NOT_FOUND`.
+   */
+  getRun(runId: string): RunInfo {
+    const run = this.#runs.get(runId);
+    if (!run)
+      throw new SandboxError(
+        "RUN_NOT_FOUND",
+        `No run '${runId}' (finished runs are kept for a while only).`,
+      );
+    return {
+      run_id: run.id,
+      session_id: run.session.meta.id,
+      state: run.state,
+      created_at: run.createdAt,
+      result: run.result,
+    };
+  }
+
+  /**
+   * Waits up to `waitMs` for a run to finish, then answers {@link getRun}.
+   * @throws SandboxError `RUN_NOT_FOUND`.
+   */
+  async waitForRun(runId: string, waitMs: number): Promise<RunInfo> {
+    const run = this.#runs.get(runId);
+    if (!run) return this.getRun(runId);
+    if (run.state !== "finished" && waitMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        run.done,
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, waitMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    return this.getRun(runId);
+  }
+
+  /** Runs that have not finished, oldest first. */
+  activeRuns(): RunInfo[] {
+    return [...this.#runs.values()]
+      .filter((run) => run.state !== "finished")
+      .map((run) => this.getRun(run.id));
+  }
+
+  /** Destroys expired idle sessions and forgets old finished runs (runs periodically). */
+  async sweep(now = Date.now()): Promise<void> {
+    for (const session of [...this.#sessions.values()]) {
+      const idle = !session.running && session.queue.length === 0;
+      if (idle && now - session.meta.last_used_at >= this.#idleTtlMs) {
+        await this.#destroy(session, "The session expired.");
+      }
+    }
+    for (const [id, run] of this.#runs) {
+      if (run.state === "finished" && now - run.finishedAt >= this.#retentionMs)
+        this.#runs.delete(id);
+    }
+  }
+
+  /** Stops taking runs, cancels what runs, destroys every session. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    clearInterval(this.#sweeper);
+    await Promise.allSettled(
+      [...this.#sessions.values()].map((session) =>
+        this.#destroy(session, "The server is shutting down."),
+      ),
+    );
+  }
+
+  async #create(
+    id: SessionId,
+    language: Language,
+    requested: Partial<SessionLimits> | null | undefined,
+    runtimeId: string | undefined,
+  ): Promise<SessionState> {
+    if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
+    const pending = this.#creating.get(id);
+    if (pending) return pending;
+    if (this.#sessions.size + this.#creating.size >= this.#maxSessions) {
+      throw new SandboxError(
+        "SESSION_LIMIT_REACHED",
+        `This server holds its maximum of ${this.#maxSessions} sessions.`,
+        { hint: "Destroy a session you no longer need, or wait for idle ones to expire." },
+      );
+    }
+    const runtime = this.#runtimes.resolve(language, runtimeId);
+    const limits = mergeLimits(this.#defaults, requested, this.#ceilings);
+    const creation = (async () => {
+      await runtime.createSession(id, limits, language);
+      const now = Date.now();
+      const session: SessionState = {
+        meta: {
+          id,
+          created_at: now,
+          last_used_at: now,
+          language,
+          limits,
+          snapshot_version: SNAPSHOT_VERSION,
+        },
+        runtime,
+        running: null,
+        queue: [],
+        runCount: 0,
+        destroyed: false,
+      };
+      this.#sessions.set(id, session);
+      return session;
+    })();
+    this.#creating.set(id, creation);
+    try {
+      return await creation;
+    } finally {
+      this.#creating.delete(id);
+    }
+  }
+
+  #require(id: string): SessionState {
+    assertSessionId(id);
+    const session = this.#sessions.get(id);
+    if (!session) throw new SandboxError("SESSION_NOT_FOUND", `No session '${id}'.`);
+    return session;
+  }
+
+  async #destroy(session: SessionState, why: string): Promise<void> {
+    if (session.destroyed) return;
+    session.destroyed = true;
+    this.#sessions.delete(session.meta.id);
+    for (const run of session.queue.splice(0)) {
+      this.#finish(
+        run,
+        this.#refusal(run.id, session.meta.id, errorObject("RUN_CANCELLED", why), "cancelled"),
+      );
+    }
+    session.running?.controller.abort(new SandboxError("RUN_CANCELLED", why));
+    await session.runtime.destroySession(session.meta.id).catch(() => false);
+  }
+
+  #touch(session: SessionState): void {
+    session.meta.last_used_at = Date.now();
+  }
+
+  #pump(session: SessionState): void {
+    if (session.running || session.destroyed) return;
+    const next = session.queue.shift();
+    if (!next) return;
+    session.running = next;
+    next.state = "running";
+    void this.#execute(next).then((result) => {
+      session.running = null;
+      session.runCount += 1;
+      this.#touch(session);
+      this.#finish(next, result);
+      this.#pump(session);
+    });
+  }
+
+  async #execute(run: RunState): Promise<RunResult> {
+    const started = performance.now();
+    const queueMs = started - run.enqueuedAt;
+    const session = run.session;
+    const gateway = new ToolGateway({
+      registry: this.#tools,
+      sessionId: session.meta.id,
+      runId: run.id,
+      maxExternalCalls: run.limits.max_external_calls,
+      deadline: started + run.limits.wall_ms,
+      signal: run.controller.signal,
+    });
+    let outcome: RuntimeRunOutcome;
+    if (run.controller.signal.aborted) {
+      outcome = hostOutcome("cancelled", errorObject("RUN_CANCELLED", "The run was cancelled."));
+    } else {
+      try {
+        outcome = await session.runtime.run({
+          runId: run.id,
+          sessionId: session.meta.id,
+          language: run.language,
+          code: run.code,
+          inputs: run.inputs,
+          limits: run.limits,
+          validateOnly: run.validateOnly,
+          tools: gateway,
+          signal: run.controller.signal,
+        });
+      } catch (error) {
+        const failure = isSandboxError(error)
+          ? error.toErrorObject()
+          : errorObject(
+              "ENGINE_CRASHED",
+              `The backend failed: ${error instanceof Error ? error.message : String(error)}`,
+            );
+        outcome = hostOutcome("interrupted", failure);
+      }
+    }
+    gateway.settle();
+    const diagnostics: Diagnostic[] = [...outcome.diagnostics];
+    let status: RunStatus = outcome.status;
+    let error = outcome.error;
+    const fatal = gateway.fatal;
+    if (fatal) {
+      status = fatal.status;
+      error = fatal.error;
+      const index = diagnostics.findIndex((item) => item.severity === "error");
+      const diagnostic: Diagnostic = {
+        severity: "error",
+        code: fatal.error.code,
+        message: fatal.error.message,
+        hint: fatal.error.hint,
+        span: fatal.error.span,
+      };
+      if (index >= 0) diagnostics[index] = diagnostic;
+      else diagnostics.unshift(diagnostic);
+    }
+    if (run.returnSnapshot) {
+      diagnostics.push({
+        severity: "warning",
+        code: "SNAPSHOT_NOT_SUPPORTED",
+        message: `return_snapshot was asked, but ${session.runtime.info.id} sessions cannot be snapshotted yet.`,
+        hint: null,
+        span: null,
+      });
+    }
+    const records = [...gateway.records];
+    return {
+      status,
+      result: outcome.result,
+      stdout: outcome.stdout,
+      stderr: outcome.stderr,
+      diagnostics,
+      external_calls: records,
+      snapshot_id: null,
+      metrics: {
+        duration_ms: clampU32(performance.now() - started),
+        memory_peak_bytes: Math.max(0, Math.round(outcome.memoryPeakBytes)),
+        instructions: Math.max(0, Math.round(outcome.instructions)),
+        external_calls_count: records.length,
+        cpu_ms: clampU32(outcome.cpuMs),
+        queue_ms: clampU32(queueMs),
+      },
+      error,
+      run_id: run.id,
+      session_id: session.meta.id,
+    };
+  }
+
+  #finish(run: RunState, result: RunResult): void {
+    run.state = "finished";
+    run.result = result;
+    run.finishedAt = Date.now();
+    run.resolve(result);
+  }
+
+  #refusal(
+    runId: string,
+    sessionId: string,
+    error: ErrorObject,
+    status: RunStatus = "validation_error",
+  ): RunResult {
+    return {
+      status,
+      result: null,
+      stdout: "",
+      stderr: "",
+      diagnostics: [
+        {
+          severity: "error",
+          code: error.code,
+          message: error.message,
+          hint: error.hint,
+          span: error.span,
+        },
+      ],
+      external_calls: [],
+      snapshot_id: null,
+      metrics: { duration_ms: 0, memory_peak_bytes: 0, instructions: 0, external_calls_count: 0 },
+      error,
+      run_id: runId,
+      session_id: sessionId,
+    };
+  }
+
+  #info(session: SessionState): SessionInfo {
+    return {
+      ...session.meta,
+      limits: { ...session.meta.limits },
+      runtime: session.runtime.info.id,
+      state: session.running ? "running" : "idle",
+      queued_runs: session.queue.length,
+      run_count: session.runCount,
+      expires_at: Math.min(
+        session.meta.last_used_at + this.#idleTtlMs,
+        session.meta.last_used_at + 365 * DAY_MS,
+      ),
+    };
+  }
+}
+
+function isCapacityError(error: SandboxError): boolean {
+  return (
+    error.code === "SESSION_LIMIT_REACHED" ||
+    error.code === "SERVICE_CLOSING" ||
+    error.code === "SESSION_BUSY"
+  );
+}
+
+function hostOutcome(status: RunStatus, error: ErrorObject): RuntimeRunOutcome {
+  return {
+    status,
+    result: null,
+    stdout: "",
+    stderr: "",
+    diagnostics: [
+      {
+        severity: "error",
+        code: error.code,
+        message: error.message,
+        hint: error.hint,
+        span: error.span,
+      },
+    ],
+    error,
+    memoryPeakBytes: 0,
+    instructions: 0,
+    cpuMs: 0,
+    sessionReset: false,
+  };
+}
+
+function clampU32(value: number): number {
+  return Math.min(4_294_967_295, Math.max(0, Math.round(value)));
+}
