@@ -194,6 +194,18 @@ export const ERROR_CODES = {
     scope: "call",
     meaning: "The call's arguments are not JSON or do not match the tool's input_schema.",
   },
+  REQUEST_TOO_LARGE: {
+    http: null,
+    scope: "call",
+    meaning:
+      "The call's JSON (name, args, kwargs) is larger than the tool's max_request_bytes; it is denied.",
+  },
+  RESPONSE_TOO_LARGE: {
+    http: null,
+    scope: "call",
+    meaning:
+      "The tool's answer is larger than its max_response_bytes; the guest gets this error instead.",
+  },
   TOOL_TIMEOUT: {
     http: null,
     scope: "call",

@@ -324,8 +324,17 @@ function installPrelude(context: QuickJSContext, holder: { session: Session | nu
     return run;
   };
   const host = context.newObject();
-  const print = context.newFunction("print", (stream, text) => {
-    activeRun().print(context.getNumber(stream) === 2 ? 2 : 1, context.getString(text));
+  const print = context.newFunction("print", (streamHandle, textHandle) => {
+    const stream = context.getNumber(streamHandle);
+    let text = context.getString(textHandle);
+    if (stream >= 3) {
+      try {
+        text = String(JSON.parse(text));
+      } catch {
+        return;
+      }
+    }
+    activeRun().print(stream === 2 || stream === 4 ? 2 : 1, text);
   });
   const call = context.newFunction("call", (name, args, kwargs) =>
     activeRun().startToolCall(

@@ -84,7 +84,8 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   // Empty bodies (e.g. `POST /v1/runs/{id}/cancel` with a JSON content type) are allowed;
   // the rest goes to fastify's own parser, which refuses `__proto__` and `constructor` keys.
   const defaultJsonParser = app.getDefaultJsonParser("error", "error");
-  app.removeContentTypeParser("application/json");
+  // JSON only: any other content type is 415.
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
     if (typeof body === "string" && body.trim() === "") {
       done(null, undefined);

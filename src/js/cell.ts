@@ -113,7 +113,8 @@ export function compileCell(
   }
 
   const edits = new MagicString(javascript);
-  const transformed = transformProgram(program, javascript, edits);
+  // TypeScript's transform mode appends `var S;` after a namespace: not the user's last statement.
+  const transformed = transformProgram(program, javascript, edits, typescriptMap !== null);
   const script = edits.toString();
   let scriptMap: TraceMap | null = null;
   let scriptText: LineIndex | null = null;
@@ -228,6 +229,7 @@ function transformProgram(
   program: AnyNode,
   source: string,
   edits: MagicString,
+  skipTrailingBareVars: boolean,
 ): { hasResult: boolean } {
   const globals = new Set<string>();
   const functionExports: string[] = [];
@@ -259,7 +261,9 @@ function transformProgram(
     }
   }
 
-  const last = body.at(-1);
+  let lastIndex = body.length - 1;
+  while (skipTrailingBareVars && lastIndex >= 0 && isBareVar(body[lastIndex]!)) lastIndex--;
+  const last = body[lastIndex];
   const hasResult = last?.type === "ExpressionStatement";
   if (hasResult) {
     // Wrap the statement's own text: the expression node excludes enclosing parentheses.
@@ -275,6 +279,14 @@ function transformProgram(
   const hoisted = globals.size > 0 ? `var ${[...globals].join(", ")};` : "";
   edits.append(`\n})();${hoisted}`);
   return { hasResult };
+}
+
+function isBareVar(statement: AnyNode): boolean {
+  return (
+    statement.type === "VariableDeclaration" &&
+    statement.kind === "var" &&
+    (statement.declarations as AnyNode[]).every((declarator) => declarator.init === null)
+  );
 }
 
 /**

@@ -12,15 +12,18 @@
  * `tools.<name>(...)` and a global `<name>(...)` per tool (both return promises), `ToolError`
  * (what a failed call rejects with: `code`, `status`, `tool`), and `setTimeout`/`setInterval`/
  * `clearTimeout`/`clearInterval`/`queueMicrotask`. Timers still pending when the cell's
- * promise settles are cancelled.
+ * promise settles are cancelled. `ArrayBuffer.prototype.resize` is removed (see docs/security.md).
  *
  * @module
  */
 
 /** Functions a backend must give the prelude (all synchronous from the guest's view). */
 export interface GuestHostBindings {
-  /** Writes text to stdout (`1`) or stderr (`2`). */
-  print(stream: 1 | 2, text: string): void;
+  /**
+   * Writes text to stdout (`1`) or stderr (`2`); `3` and `4` are the same streams with the
+   * text JSON-encoded (used when it holds NUL, which some engines' string passing cuts at).
+   */
+  print(stream: 1 | 2 | 3 | 4, text: string): void;
   /**
    * Starts a tool call; answers a promise of the reply as JSON text:
    * `{"ok":true,"value":...}` or `{"ok":false,"code","message","status"}`.
@@ -39,8 +42,8 @@ export interface GuestInternals {
   /** Makes `tools.<name>` and the global `<name>` exist for these names (JSON array text). */
   syncTools(namesJson: string): void;
   /**
-   * Encodes a result: JSON text, then, if anything was not JSON, `"\u0000"` and the list of
-   * what was converted (joined by `"\u0001"`).
+   * Encodes a result: JSON text, then, if anything was not JSON, {@link RESULT_ISSUES_SEPARATOR}
+   * and the list of what was converted (joined by {@link RESULT_ISSUE_SEPARATOR}).
    */
   encodeResult(value: unknown): string;
   /** Describes a thrown value as JSON text `{name, message, stack, code?}`. */
@@ -51,10 +54,14 @@ export interface GuestInternals {
   clearTimers(): void;
 }
 
-/** Tags a separate encoded result from the list of conversions (JSON text never has NUL). */
-export const RESULT_ISSUES_SEPARATOR = "\u0000";
+/**
+ * Separates an encoded result from the list of conversions. JSON text never holds a raw
+ * U+0001 (it escapes control characters), and, unlike NUL, it survives engines that pass
+ * strings as C strings.
+ */
+export const RESULT_ISSUES_SEPARATOR = "\u0001";
 /** Separates conversions in the list. */
-export const RESULT_ISSUE_SEPARATOR = "\u0001";
+export const RESULT_ISSUE_SEPARATOR = "\u0002";
 
 /**
  * The prelude's source: a parenthesized function expression `(host) => internals`.
@@ -79,10 +86,18 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
   const isView = ArrayBuffer.isView;
   const DataViewCtor = DataView;
   const StringCtor = String;
-  const print = host.print;
+  const hostPrint = host.print;
+  function print(stream, text) {
+    if (text.indexOf("\u0000") >= 0) hostPrint(stream + 2, stringify(text));
+    else hostPrint(stream, text);
+  }
   const hostCall = host.call;
   const setTimer = host.setTimer;
   const clearTimer = host.clearTimer;
+
+  // QuickJS 2025-09-13 reads past a typed array whose resizable buffer shrinks during an
+  // operation (bellard/quickjs#492, #478). Without resize() no buffer can shrink.
+  if (typeof ArrayBuffer.prototype.resize === "function") delete ArrayBuffer.prototype.resize;
 
   function quote(text) { return stringify(text); }
 
@@ -328,7 +343,7 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
       }
     }
     if (text === undefined || text === "") text = "null";
-    return issues.length ? text + "\u0000" + issues.join("\u0001") : text;
+    return issues.length ? text + "\u0001" + issues.join("\u0002") : text;
   }
 
   function describeError(error) {

@@ -142,7 +142,7 @@ export class ToolGateway implements ToolBridge {
         index,
         started,
         "denied",
-        "INVALID_ARGUMENTS",
+        "REQUEST_TOO_LARGE",
         `The request is ${requestBytes} bytes; '${name}' takes at most ${capability.limits.max_request_bytes} (max_request_bytes).`,
       );
     }
@@ -291,7 +291,7 @@ export class ToolGateway implements ToolBridge {
         index,
         started,
         "error",
-        "INVALID_TOOL_OUTPUT",
+        "RESPONSE_TOO_LARGE",
         `'${name}' returned ${bytes} bytes; it may return at most ${max} (max_response_bytes).`,
       );
     }

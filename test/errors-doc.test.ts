@@ -1,0 +1,35 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { ERROR_CODES } from "../src/index.ts";
+
+const doc = readFileSync(new URL("../docs/errors.md", import.meta.url), "utf8");
+const rows = [...doc.matchAll(/^\| `([A-Z][A-Z0-9_]+)` \| ([^|]+) \| ([^|]+) \|$/gm)].map(
+  (match) => ({
+    code: match[1]!,
+    second: match[2]!.trim(),
+  }),
+);
+
+describe("docs/errors.md", () => {
+  it("lists every code of the registry with its HTTP status", () => {
+    for (const [code, info] of Object.entries(ERROR_CODES)) {
+      const row = rows.find((candidate) => candidate.code === code);
+      expect(row, `${code} is missing from docs/errors.md`).toBeDefined();
+      expect(row!.second, `${code}'s HTTP status`).toBe(
+        info.http === null ? "—" : String(info.http),
+      );
+    }
+  });
+
+  it("lists no code the service does not have (tool-defined codes aside)", () => {
+    const toolCodes = rows.filter((row) => !/^(—|\d{3})$/.test(row.second)).map((row) => row.code);
+    expect(toolCodes).toEqual(["KV_QUOTA_EXCEEDED", "KV_BAD_TTL"]);
+    for (const row of rows) {
+      if (toolCodes.includes(row.code)) continue;
+      expect(
+        Object.keys(ERROR_CODES),
+        `${row.code} is documented but not in src/errors.ts`,
+      ).toContain(row.code);
+    }
+  });
+});
