@@ -19,6 +19,7 @@ import {
   type Language,
   type SessionLimits,
 } from "./contract/types.ts";
+import { describeSchemaErrors } from "./json-schema.ts";
 
 /** A plugin module to load, and the options its `plugin.create` receives. */
 export interface PluginConfig {
@@ -166,10 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     }
     const validate = new Ajv({ allErrors: true, strict: false }).compile(configFileSchema);
     if (!validate(parsed)) {
-      const problems = (validate.errors ?? [])
-        .map((e) => `${e.instancePath || "(root)"} ${e.message}`)
-        .join("; ");
-      throw new ConfigError(`SANDBOX_CONFIG ${file}: ${problems}`);
+      throw new ConfigError(`SANDBOX_CONFIG ${file}: ${describeSchemaErrors(validate.errors)}`);
     }
     const base = dirname(resolve(file));
     const input = parsed as Partial<ServerConfig> & {

@@ -39,6 +39,9 @@ export function describeSchemaErrors(errors: readonly AjvError[] | null | undefi
   if (!errors || errors.length === 0) return "does not match the schema";
   return errors
     .slice(0, 5)
-    .map((error) => `${error.instancePath || "(root)"} ${error.message ?? "is invalid"}`)
+    .map((error) => {
+      const extra = (error.params as { additionalProperty?: string }).additionalProperty;
+      return `${error.instancePath || "(root)"} ${error.message ?? "is invalid"}${extra ? ` ('${extra}')` : ""}`;
+    })
     .join("; ");
 }

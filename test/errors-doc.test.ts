@@ -3,12 +3,12 @@ import { describe, expect, it } from "vitest";
 import { ERROR_CODES } from "../src/index.ts";
 
 const doc = readFileSync(new URL("../docs/errors.md", import.meta.url), "utf8");
-const rows = [...doc.matchAll(/^\| `([A-Z][A-Z0-9_]+)` \| ([^|]+) \| ([^|]+) \|$/gm)].map(
-  (match) => ({
-    code: match[1]!,
-    second: match[2]!.trim(),
-  }),
-);
+const rows = [
+  ...doc.matchAll(/^\|\s*`([A-Z][A-Z0-9_]+)`\s*\|\s*([^|]+?)\s*\|\s*([^|]+?)\s*\|$/gm),
+].map((match) => ({
+  code: match[1]!,
+  second: match[2]!.trim(),
+}));
 
 describe("docs/errors.md", () => {
   it("lists every code of the registry with its HTTP status", () => {
