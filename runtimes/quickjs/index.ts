@@ -39,6 +39,8 @@ export interface QuickJsRuntimeOptions {
   stackSizeMb?: number;
   /** Wall time past `wall_ms` before a stuck worker is terminated, in ms (default 500). */
   watchdogGraceMs?: number;
+  /** Start every worker thread at once (default: on first use; the server's plugin starts them). */
+  prestart?: boolean;
 }
 
 /** What a worker thread receives. */
@@ -103,6 +105,7 @@ export function createQuickJsRuntime(options: QuickJsRuntimeOptions = {}): Langu
     ...(options.threads === undefined ? {} : { size: options.threads }),
     ...(options.watchdogGraceMs === undefined ? {} : { watchdogGraceMs: options.watchdogGraceMs }),
     sharedMemory: true,
+    ...(options.prestart ? { prestart: true } : {}),
     spawn: (cancelBuffer) =>
       spawnWorkerThread(
         {
@@ -134,5 +137,5 @@ export async function createQuickJsEngine(
 export const plugin: RuntimePlugin = {
   kind: "runtime",
   id: "quickjs",
-  create: (options) => createQuickJsRuntime(options as QuickJsRuntimeOptions),
+  create: (options) => createQuickJsRuntime({ prestart: true, ...(options as QuickJsRuntimeOptions) }),
 };

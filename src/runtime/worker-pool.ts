@@ -56,6 +56,8 @@ export interface WorkerPoolOptions {
   sharedMemory: boolean;
   /** Extra wall time a run gets before its worker is terminated, in ms (default 500). */
   watchdogGraceMs?: number;
+  /** Start all `size` workers now rather than on first use (default false). */
+  prestart?: boolean;
 }
 
 interface PendingRequest {
@@ -161,6 +163,9 @@ export class WorkerPoolRuntime implements LanguageRuntime {
     this.info = options.info;
     this.#size = Math.max(1, options.size ?? Math.max(2, availableParallelism()));
     this.#graceMs = options.watchdogGraceMs ?? 500;
+    if (options.prestart) {
+      for (let i = 0; i < this.#size; i++) this.#spawn();
+    }
   }
 
   /** Workers alive now (for health and tests). */
