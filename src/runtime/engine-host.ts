@@ -125,3 +125,21 @@ export function serveEngine(
   });
   port.postMessage({ kind: "ready" });
 }
+
+/** The {@link EnginePort} of a child process started by `spawnChildProcess`. */
+export function processPort(): EnginePort {
+  if (!process.send) throw new Error("processPort() needs an IPC channel to the parent");
+  return {
+    postMessage: (message) => {
+      process.send?.(message);
+    },
+    onMessage: (listener) => {
+      process.on("message", (message) => listener(message as HostMessage));
+    },
+  };
+}
+
+/** Backend options a child process received from `spawnChildProcess` (its last argument). */
+export function childEngineOptions<T>(): T {
+  return JSON.parse(process.argv.at(-1) ?? "null") as T;
+}

@@ -16,7 +16,9 @@
  *
  * @module
  */
+import { type ChildProcess, spawn as spawnProcess } from "node:child_process";
 import { availableParallelism } from "node:os";
+import { fileURLToPath } from "node:url";
 import { type Worker, type WorkerOptions, Worker as WorkerThread } from "node:worker_threads";
 import type { Diagnostic, Language, SessionId, SessionLimits } from "../contract/types.ts";
 import { errorObject, isErrorCode, SandboxError } from "../errors.ts";
@@ -476,6 +478,66 @@ export function spawnWorkerThread(
     onExit: (listener) => exitListeners.push(listener),
     terminate: () => {
       void worker.terminate();
+    },
+  };
+}
+
+/** Options for {@link spawnChildProcess}. */
+export interface ChildProcessSpawnOptions {
+  /** Module the child runs; it calls `serveEngine(runtime, processPort(), null)`. */
+  module: URL;
+  /** Backend options, readable in the child with {@link childEngineOptions}. */
+  options: unknown;
+  /** Extra Node.js flags (e.g. `--permission`, `--max-old-space-size=256`). */
+  execArgv?: string[];
+  /** The child's whole environment (default: nothing but `PATH`); nothing else is inherited. */
+  env?: Record<string, string>;
+  /** A command to start Node through, e.g. `["unshare", "-rn"]` for a private network namespace. */
+  wrapper?: string[];
+  /** Working directory of the child. */
+  cwd?: string;
+}
+
+/**
+ * Starts an engine in a child process (Node with an IPC channel using structured clone);
+ * the channel for {@link WorkerPoolOptions.spawn} with `sharedMemory: false`. The child gets
+ * a scrubbed environment and its stdout/stderr are drained, never forwarded.
+ */
+export function spawnChildProcess(spawnOptions: ChildProcessSpawnOptions): EngineChannel {
+  const wrapper = spawnOptions.wrapper ?? [];
+  const command = wrapper[0] ?? process.execPath;
+  const args = [
+    ...wrapper.slice(1),
+    ...(wrapper.length > 0 ? [process.execPath] : []),
+    ...(spawnOptions.execArgv ?? []),
+    fileURLToPath(spawnOptions.module),
+    JSON.stringify(spawnOptions.options ?? null),
+  ];
+  const child: ChildProcess = spawnProcess(command, args, {
+    env: spawnOptions.env ?? { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+    stdio: ["ignore", "pipe", "pipe", "ipc"],
+    serialization: "advanced",
+    ...(spawnOptions.cwd ? { cwd: spawnOptions.cwd } : {}),
+  });
+  child.stdout?.resume();
+  child.stderr?.resume();
+  let exited = false;
+  const exitListeners: ((reason: string) => void)[] = [];
+  const exit = (reason: string) => {
+    if (exited) return;
+    exited = true;
+    for (const listener of exitListeners) listener(reason);
+  };
+  child.on("error", (error) => exit(`error: ${error.message}`));
+  child.on("exit", (code, signal) => exit(signal ? `killed by ${signal}` : `exit code ${code}`));
+  return {
+    post: (message) => {
+      if (child.connected) child.send(message);
+    },
+    onMessage: (listener) => child.on("message", (message) => listener(message as EngineMessage)),
+    onExit: (listener) => exitListeners.push(listener),
+    terminate: () => {
+      child.kill("SIGKILL");
     },
   };
 }
