@@ -46,6 +46,8 @@ export interface ServerConfig {
   maxQueuedRuns: number;
   /** How long a finished run can be fetched by id (default 10 min; env `SANDBOX_RUN_RETENTION_MS`). */
   runRetentionMs: number;
+  /** Most finished runs kept for fetching; oldest forgotten first (default 10,000; env `SANDBOX_MAX_RETAINED_RUNS`). */
+  maxRetainedRuns: number;
   /** Limits of new sessions (default: seed 004's `SessionLimits::default()`). */
   defaults: SessionLimits;
   /** Highest value each limit may be asked for. */
@@ -85,6 +87,7 @@ export function defaultConfig(): ServerConfig {
     sessionIdleTtlMs: 15 * 60_000,
     maxQueuedRuns: 8,
     runRetentionMs: 10 * 60_000,
+    maxRetainedRuns: 10_000,
     defaults: { ...DEFAULT_SESSION_LIMITS },
     ceilings: { ...DEFAULT_CEILINGS },
     defaultLanguage: "python",
@@ -117,6 +120,7 @@ export const configFileSchema = {
     sessionIdleTtlMs: { type: "integer", minimum: 1_000 },
     maxQueuedRuns: { type: "integer", minimum: 0 },
     runRetentionMs: { type: "integer", minimum: 0 },
+    maxRetainedRuns: { type: "integer", minimum: 0 },
     defaults: limitsSchema,
     ceilings: limitsSchema,
     defaultLanguage: { type: "string", enum: [...LANGUAGES] },
@@ -149,6 +153,7 @@ const INTEGER_ENV: readonly [string, keyof ServerConfig][] = [
   ["SANDBOX_SESSION_TTL_MS", "sessionIdleTtlMs"],
   ["SANDBOX_MAX_QUEUED_RUNS", "maxQueuedRuns"],
   ["SANDBOX_RUN_RETENTION_MS", "runRetentionMs"],
+  ["SANDBOX_MAX_RETAINED_RUNS", "maxRetainedRuns"],
 ];
 
 /**

@@ -82,6 +82,7 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     sessionIdleTtlMs: config.sessionIdleTtlMs,
     maxQueuedRuns: config.maxQueuedRuns,
     runRetentionMs: config.runRetentionMs,
+    maxRetainedRuns: config.maxRetainedRuns,
     defaultLanguage: config.defaultLanguage,
   });
   const app = await buildApp({

@@ -243,6 +243,17 @@ describe("SessionManager", () => {
     expect((await m.waitForRun(accepted.runId, 0)).result?.result).toBe(7);
   });
 
+  it("forgets the oldest finished runs past maxRetainedRuns", async () => {
+    const m = manager({ maxRetainedRuns: 2 });
+    const id = sid();
+    for (const runId of ["keep-a", "keep-b", "keep-c"]) await m.run({ session_id: id, code: "1", run_id: runId });
+    expect(() => m.getRun("keep-a")).toThrow(expect.objectContaining({ code: "RUN_NOT_FOUND" }));
+    expect(m.getRun("keep-b").state).toBe("finished");
+    expect(m.getRun("keep-c").result?.result).toBe(1);
+    await m.sweep(Date.now() + 24 * 3_600_000);
+    expect(() => m.getRun("keep-c")).toThrow(expect.objectContaining({ code: "RUN_NOT_FOUND" }));
+  });
+
   it("destroys a session, cancelling what it runs", async () => {
     const m = manager();
     const id = sid();

@@ -41,12 +41,15 @@ export interface QuickJsRuntimeOptions {
   watchdogGraceMs?: number;
   /** Start every worker thread at once (default: on first use; the server's plugin starts them). */
   prestart?: boolean;
+  /** Prepared engine instances each worker keeps ready for new sessions (default 2). */
+  spareSessions?: number;
 }
 
 /** What a worker thread receives. */
 export interface QuickJsWorkerOptions {
   variant: string;
   info: RuntimeInfo;
+  spareSessions: number;
 }
 
 const requireHere = createRequire(import.meta.url);
@@ -99,7 +102,11 @@ export function quickJsInfo(variant: string = DEFAULT_VARIANT): RuntimeInfo {
 export function createQuickJsRuntime(options: QuickJsRuntimeOptions = {}): LanguageRuntime {
   const variant = options.variant ?? DEFAULT_VARIANT;
   const info = quickJsInfo(variant);
-  const workerOptions: QuickJsWorkerOptions = { variant, info };
+  const workerOptions: QuickJsWorkerOptions = {
+    variant,
+    info,
+    spareSessions: options.spareSessions ?? 2,
+  };
   return new WorkerPoolRuntime({
     info,
     ...(options.threads === undefined ? {} : { size: options.threads }),
@@ -137,5 +144,6 @@ export async function createQuickJsEngine(
 export const plugin: RuntimePlugin = {
   kind: "runtime",
   id: "quickjs",
-  create: (options) => createQuickJsRuntime({ prestart: true, ...(options as QuickJsRuntimeOptions) }),
+  create: (options) =>
+    createQuickJsRuntime({ prestart: true, ...(options as QuickJsRuntimeOptions) }),
 };

@@ -14,7 +14,11 @@ const data = workerData as EngineWorkerData;
 const options = data.options as QuickJsWorkerOptions;
 const port = parentPort!;
 const build = await loadEngineBuild(options.variant);
-const engine = new QuickJsEngine({ build, info: options.info });
+const engine = new QuickJsEngine({
+  build,
+  info: options.info,
+  spareSessions: options.spareSessions,
+});
 serveEngine(
   engine,
   {

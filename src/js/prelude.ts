@@ -25,10 +25,11 @@ export interface GuestHostBindings {
    */
   print(stream: 1 | 2 | 3 | 4, text: string): void;
   /**
-   * Starts a tool call; answers a promise of the reply as JSON text:
-   * `{"ok":true,"value":...}` or `{"ok":false,"code","message","status"}`.
+   * Starts tool call `id`; the host later answers through {@link GuestInternals.settleCall}.
+   * Throws (synchronously) when the call is refused outright: no run active, the run
+   * stopping, or the run's call budget already spent.
    */
-  call(name: string, argsJson: string, kwargsJson: string): Promise<string>;
+  call(id: number, name: string, argsJson: string, kwargsJson: string): void;
   /** Arms a timer for `delayMs`; answers its id. Throws when too many are pending. */
   setTimer(delayMs: number): number;
   /** Disarms a timer. */
@@ -46,12 +47,25 @@ export interface GuestInternals {
    * and the list of what was converted (joined by {@link RESULT_ISSUE_SEPARATOR}).
    */
   encodeResult(value: unknown): string;
-  /** Describes a thrown value as JSON text `{name, message, stack, code?}`. */
+  /**
+   * Describes a thrown value as JSON text `{name, message, stack, code?, status?}`. For an
+   * object it reads own data properties only (never getters, `instanceof` or conversions), so
+   * describing a compile error runs no guest code. Message and stack are cut at 4 KiB and
+   * 16 KiB.
+   */
   describeError(error: unknown): string;
+  /**
+   * Settles tool call `id` with the host's reply as JSON text: `{"ok":true,"value":...}` or
+   * `{"ok":false,"code","message","status"}`. Unknown ids are ignored.
+   */
+  settleCall(id: number, replyJson: string): void;
   /** Runs the callback of a fired timer. */
   fireTimer(id: number): void;
-  /** Forgets every pending timer callback (the run ended). */
-  clearTimers(): void;
+  /**
+   * Forgets every pending timer and tool call (a run ended). Runs no guest-reachable code
+   * (it replaces its maps instead of calling their methods).
+   */
+  resetRun(): void;
 }
 
 /**
@@ -86,6 +100,16 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
   const isView = ArrayBuffer.isView;
   const DataViewCtor = DataView;
   const StringCtor = String;
+  const apply = Reflect.apply;
+  const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
+  const mapGetFn = Map.prototype.get;
+  const mapSetFn = Map.prototype.set;
+  const mapDeleteFn = Map.prototype.delete;
+  const mapHasFn = Map.prototype.has;
+  const mapGet = (map, key) => apply(mapGetFn, map, [key]);
+  const mapSet = (map, key, value) => apply(mapSetFn, map, [key, value]);
+  const mapDelete = (map, key) => apply(mapDeleteFn, map, [key]);
+  const mapHas = (map, key) => apply(mapHasFn, map, [key]);
   const hostPrint = host.print;
   function print(stream, text) {
     if (text.indexOf("\u0000") >= 0) hostPrint(stream + 2, stringify(text));
@@ -188,12 +212,14 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
   class ToolError extends ErrorCtor {
     constructor(code, message, status, tool) {
       super(message);
-      this.name = "ToolError";
-      this.code = code;
-      this.status = status;
-      this.tool = tool;
+      // defineProperty, not assignment: a setter planted on Error.prototype must not run.
+      defineProperty(this, "name", { value: "ToolError", writable: true, configurable: true });
+      defineProperty(this, "code", { value: code, writable: true, configurable: true, enumerable: true });
+      defineProperty(this, "status", { value: status, writable: true, configurable: true, enumerable: true });
+      defineProperty(this, "tool", { value: tool, writable: true, configurable: true, enumerable: true });
     }
   }
+  const ToolErrorProto = ToolError.prototype;
   defineProperty(G, "ToolError", { value: ToolError, writable: true, configurable: true, enumerable: false });
 
   function strictReplacer(key, value) {
@@ -213,15 +239,33 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
     let argsJson;
     try { argsJson = stringify(args, strictReplacer); }
     catch (e) { return PromiseCtor.reject(new TypeError("arguments of " + name + " are not JSON: " + (e && e.message))); }
-    // Taken now, so a failed call's stack (and span) points at the caller, not at this callback.
+    // Taken now, so a failed call's stack (and span) points at the caller, not at a callback.
     const callSite = new ErrorCtor();
-    return hostCall(name, argsJson, "{}").then(function (replyText) {
-      const reply = parse(replyText);
-      if (reply.ok) return reply.value;
-      const error = new ToolError(reply.code, reply.message, reply.status, name);
-      if (typeof callSite.stack === "string") error.stack = callSite.stack;
-      throw error;
+    const id = ++nextCallId;
+    return new PromiseCtor(function (resolve, reject) {
+      mapSet(pendingCalls, id, { resolve, reject, name, callSite });
+      try {
+        hostCall(id, name, argsJson, "{}");
+      } catch (refusal) {
+        mapDelete(pendingCalls, id);
+        reject(refusal);
+      }
     });
+  }
+
+  let nextCallId = 0;
+  let pendingCalls = new MapCtor();
+
+  function settleCall(id, replyText) {
+    const pending = mapGet(pendingCalls, id);
+    if (pending === undefined) return;
+    mapDelete(pendingCalls, id);
+    const reply = parse(replyText);
+    if (reply.ok) { pending.resolve(reply.value); return; }
+    const error = new ToolError(reply.code, reply.message, reply.status, pending.name);
+    const site = getOwnPropertyDescriptor(pending.callSite, "stack");
+    if (site && typeof site.value === "string") defineProperty(error, "stack", { value: site.value, writable: true, configurable: true });
+    pending.reject(error);
   }
 
   const tools = {};
@@ -247,17 +291,24 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
   }
 
   let nextTimer = 0;
-  const timers = new MapCtor();
+  let timers = new MapCtor(); // host timer id -> timer
+  let hostIds = new MapCtor(); // guest timer id -> host timer id
   function armTimer(fn, delay, args, repeat) {
     if (typeof fn !== "function") throw new TypeError("timer callback must be a function");
     const ms = Math.max(0, Number(delay) || 0);
     const hostId = setTimer(ms);
     const id = ++nextTimer;
-    timers.set(hostId, { id, fn, args, repeat, ms });
+    mapSet(timers, hostId, { id, fn, args, repeat, ms });
+    mapSet(hostIds, id, hostId);
     return id;
   }
-  function findHostId(id) { for (const [hostId, t] of timers) if (t.id === id) return hostId; return undefined; }
-  function disarm(id) { const hostId = findHostId(id); if (hostId !== undefined) { timers.delete(hostId); clearTimer(hostId); } }
+  function disarm(id) {
+    const hostId = mapGet(hostIds, id);
+    if (hostId === undefined) return;
+    mapDelete(hostIds, id);
+    mapDelete(timers, hostId);
+    clearTimer(hostId);
+  }
   defineProperty(G, "setTimeout", { value: function setTimeout(fn, delay) { return armTimer(fn, delay, Array.prototype.slice.call(arguments, 2), false); }, writable: true, configurable: true });
   defineProperty(G, "setInterval", { value: function setInterval(fn, delay) { return armTimer(fn, delay, Array.prototype.slice.call(arguments, 2), true); }, writable: true, configurable: true });
   defineProperty(G, "clearTimeout", { value: function clearTimeout(id) { disarm(id); }, writable: true, configurable: true });
@@ -267,14 +318,23 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
   }
 
   function fireTimer(hostId) {
-    const timer = timers.get(hostId);
-    if (!timer) return;
-    timers.delete(hostId);
-    if (timer.repeat) timers.set(setTimer(timer.ms), timer);
-    timer.fn.apply(undefined, timer.args);
+    if (!mapHas(timers, hostId)) return;
+    const timer = mapGet(timers, hostId);
+    mapDelete(timers, hostId);
+    mapDelete(hostIds, timer.id);
+    if (timer.repeat) {
+      const next = setTimer(timer.ms);
+      mapSet(timers, next, timer);
+      mapSet(hostIds, timer.id, next);
+    }
+    apply(timer.fn, undefined, timer.args);
   }
 
-  function clearTimers() { timers.clear(); }
+  function resetRun() {
+    timers = new MapCtor();
+    hostIds = new MapCtor();
+    pendingCalls = new MapCtor();
+  }
 
   function setInputs(inputsJson) {
     const inputs = parse(inputsJson);
@@ -346,18 +406,53 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
     return issues.length ? text + "\u0001" + issues.join("\u0002") : text;
   }
 
+  function ownData(object, key) {
+    try {
+      const descriptor = getOwnPropertyDescriptor(object, key);
+      return descriptor && "value" in descriptor ? descriptor.value : undefined;
+    } catch (e) {
+      return undefined;
+    }
+  }
+
+  function clip(text, max) { return text.length > max ? text.slice(0, max) + "…" : text; }
+
+  // Own data properties only, walking prototypes with captured functions: no getter, no
+  // Symbol.hasInstance, no toString of the guest's runs here.
   function describeError(error) {
     try {
-      if (error instanceof ErrorCtor || (error && typeof error === "object" && "message" in error && "stack" in error)) {
-        const out = { name: StringCtor(error.name), message: StringCtor(error.message), stack: typeof error.stack === "string" ? error.stack : "" };
-        if (error instanceof ToolError) { out.code = StringCtor(error.code); out.status = StringCtor(error.status); }
-        return stringify(out);
+      if (error !== null && (typeof error === "object" || typeof error === "function")) {
+        const message = ownData(error, "message");
+        const stack = ownData(error, "stack");
+        if (typeof message === "string" || typeof stack === "string") {
+          let name = ownData(error, "name");
+          let isToolError = false;
+          let proto = error;
+          for (let depth = 0; depth < 16; depth++) {
+            proto = getPrototypeOf(proto);
+            if (proto === null) break;
+            if (proto === ToolErrorProto) isToolError = true;
+            if (typeof name !== "string") name = ownData(proto, "name");
+          }
+          const out = {
+            name: typeof name === "string" ? clip(name, 200) : "Error",
+            message: typeof message === "string" ? clip(message, 4096) : "",
+            stack: typeof stack === "string" ? clip(stack, 16384) : "",
+          };
+          const code = ownData(error, "code");
+          const status = ownData(error, "status");
+          if (isToolError && typeof code === "string") out.code = clip(code, 200);
+          if (isToolError && typeof status === "string") out.status = clip(status, 200);
+          return stringify(out);
+        }
       }
-      return stringify({ name: "Uncaught", message: inspect(error, 1, []), stack: "" });
+      let shown;
+      try { shown = inspect(error, 1, []); } catch (e) { shown = "(a value that could not be shown)"; }
+      return stringify({ name: "Uncaught", message: clip(typeof shown === "string" ? shown : "(unshown)", 4096), stack: "" });
     } catch (e) {
       return stringify({ name: "Error", message: "(an error that could not be described)", stack: "" });
     }
   }
 
-  return { setInputs, syncTools, encodeResult, describeError, fireTimer, clearTimers };
+  return { setInputs, syncTools, encodeResult, describeError, settleCall, fireTimer, resetRun };
 })`;

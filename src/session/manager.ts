@@ -57,6 +57,8 @@ export interface SessionManagerOptions {
   maxQueuedRuns?: number;
   /** How long a finished run's result can be fetched again (default 10 min). */
   runRetentionMs?: number;
+  /** Most finished runs remembered at once; the oldest are forgotten first (default 10,000). */
+  maxRetainedRuns?: number;
   /** Language of a session when neither the request nor an existing session says (seed: python). */
   defaultLanguage?: Language;
 }
@@ -133,10 +135,13 @@ export class SessionManager {
   readonly #idleTtlMs: number;
   readonly #maxQueuedRuns: number;
   readonly #retentionMs: number;
+  readonly #maxRetainedRuns: number;
   readonly #defaultLanguage: Language;
   readonly #sessions = new Map<SessionId, SessionState>();
   readonly #creating = new Map<SessionId, Promise<SessionState>>();
   readonly #runs = new Map<string, RunState>();
+  /** Ids of finished runs, oldest first (Map keeps insertion order). */
+  readonly #finishedRuns = new Map<string, true>();
   readonly #sweeper: NodeJS.Timeout;
   #closing = false;
 
@@ -151,6 +156,7 @@ export class SessionManager {
     this.#idleTtlMs = options.sessionIdleTtlMs ?? 15 * 60_000;
     this.#maxQueuedRuns = options.maxQueuedRuns ?? 8;
     this.#retentionMs = options.runRetentionMs ?? 10 * 60_000;
+    this.#maxRetainedRuns = Math.max(0, options.maxRetainedRuns ?? 10_000);
     this.#defaultLanguage = options.defaultLanguage ?? "python";
     const sweepEveryMs = Math.max(250, Math.min(30_000, Math.floor(this.#idleTtlMs / 4)));
     this.#sweeper = setInterval(() => void this.sweep(), sweepEveryMs);
@@ -591,6 +597,18 @@ export class SessionManager {
     run.result = result;
     run.finishedAt = Date.now();
     run.resolve(result);
+    this.#finishedRuns.set(run.id, true);
+    // Bounded memory under load: past the cap the oldest finished runs are forgotten early.
+    while (this.#finishedRuns.size > this.#maxRetainedRuns) {
+      const oldest = this.#finishedRuns.keys().next().value;
+      if (oldest === undefined) break;
+      this.#forgetRun(oldest);
+    }
+  }
+
+  #forgetRun(id: string): void {
+    this.#finishedRuns.delete(id);
+    this.#runs.delete(id);
   }
 
   #refusal(
