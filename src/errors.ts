@@ -46,6 +46,12 @@ export const ERROR_CODES = {
     scope: "http",
     meaning: "A bearer token is configured and the request lacks it or carries a wrong one.",
   },
+  FORBIDDEN: {
+    http: 403,
+    scope: "http",
+    meaning:
+      "The route needs the admin token (SANDBOX_ADMIN_TOKEN), or admin routes are disabled (none is set).",
+  },
   INTERNAL_ERROR: {
     http: 500,
     scope: "http",
@@ -121,6 +127,22 @@ export const ERROR_CODES = {
     meaning:
       "An input cannot be bound as a global (a read-only global of the engine has its name).",
   },
+  APPROVAL_NOT_FOUND: {
+    http: 404,
+    scope: "http",
+    meaning: "No approval has this id (decided ones are kept for a while only).",
+  },
+  APPROVAL_ALREADY_DECIDED: {
+    http: 409,
+    scope: "http",
+    meaning: "The approval was already approved, denied, expired or cancelled.",
+  },
+  CAPABILITY_NOT_FOUND: { http: 404, scope: "http", meaning: "No tool has this name." },
+  CAPABILITY_EXISTS: {
+    http: 409,
+    scope: "http",
+    meaning: "A tool the server itself provides has this name; remote tools cannot replace it.",
+  },
   // Guest code
   SYNTAX_ERROR: {
     http: null,
@@ -165,7 +187,18 @@ export const ERROR_CODES = {
     meaning:
       "The run made more tool calls than max_external_calls; the call is denied and the run ends.",
   },
-  RUN_CANCELLED: { http: null, scope: "run", meaning: "The run was cancelled by its run id." },
+  RUN_CANCELLED: {
+    http: null,
+    scope: "run",
+    meaning:
+      "The run was cancelled by its run id or its session was destroyed (in a call record: the run ended during the call).",
+  },
+  APPROVAL_REQUIRED: {
+    http: null,
+    scope: "diagnostic",
+    meaning:
+      "Info: the run waits (status waiting_for_approval) for a person to decide on a tool call; the message names the approval id.",
+  },
   ENGINE_CRASHED: {
     http: null,
     scope: "run",
@@ -189,6 +222,40 @@ export const ERROR_CODES = {
   },
   // Tool calls (ExternalCallRecord.error, and the error raised in guest code)
   UNKNOWN_TOOL: { http: null, scope: "call", meaning: "No tool with this name is registered." },
+  SIDE_EFFECT_DENIED: {
+    http: null,
+    scope: "call",
+    meaning:
+      "The tool's side effect is not allowed for this session or server; an uncaught one ends the run permission_denied.",
+  },
+  APPROVAL_DENIED: {
+    http: null,
+    scope: "call",
+    meaning:
+      "A person or the tool's approval rule denied the call; an uncaught one ends the run permission_denied.",
+  },
+  APPROVAL_EXPIRED: {
+    http: null,
+    scope: "call",
+    meaning: "No one decided on the call before its approval expired; it was denied.",
+  },
+  RATE_LIMITED: {
+    http: null,
+    scope: "call",
+    meaning:
+      "The tool's rate_per_min is spent (across all sessions); the message says when to retry.",
+  },
+  CONCURRENCY_LIMIT: {
+    http: null,
+    scope: "call",
+    meaning:
+      "The tool already runs its concurrency of calls and none finished within the call's timeout.",
+  },
+  REMOTE_TOOL_FAILED: {
+    http: null,
+    scope: "call",
+    meaning: "A remote tool's endpoint could not be reached or answered an HTTP error.",
+  },
   INVALID_ARGUMENTS: {
     http: null,
     scope: "call",

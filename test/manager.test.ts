@@ -246,7 +246,8 @@ describe("SessionManager", () => {
   it("forgets the oldest finished runs past maxRetainedRuns", async () => {
     const m = manager({ maxRetainedRuns: 2 });
     const id = sid();
-    for (const runId of ["keep-a", "keep-b", "keep-c"]) await m.run({ session_id: id, code: "1", run_id: runId });
+    for (const runId of ["keep-a", "keep-b", "keep-c"])
+      await m.run({ session_id: id, code: "1", run_id: runId });
     expect(() => m.getRun("keep-a")).toThrow(expect.objectContaining({ code: "RUN_NOT_FOUND" }));
     expect(m.getRun("keep-b").state).toBe("finished");
     expect(m.getRun("keep-c").result?.result).toBe(1);

@@ -43,7 +43,7 @@ interface Entry {
   expiresAt: number;
 }
 
-const KEY_SCHEMA = { type: "string", minLength: 1, maxLength: 256 } as const;
+const KEY_SCHEMA = { title: "key", type: "string", minLength: 1, maxLength: 256 } as const;
 
 /** An in-memory store shared by the four tools of one pack instance. */
 export class KvStore {
@@ -154,7 +154,11 @@ export function createKvTools(options: KvOptions = {}): RegisteredTool[] {
         idempotent: true,
         input_schema: {
           type: "array",
-          prefixItems: [KEY_SCHEMA, {}, { type: ["number", "null"], exclusiveMinimum: 0 }],
+          prefixItems: [
+            KEY_SCHEMA,
+            { title: "value" },
+            { title: "ttl_s", type: ["number", "null"], exclusiveMinimum: 0 },
+          ],
           minItems: 2,
           maxItems: 3,
         },
@@ -198,7 +202,7 @@ export function createKvTools(options: KvOptions = {}): RegisteredTool[] {
         side_effect: "read",
         input_schema: {
           type: "array",
-          prefixItems: [{ type: "string", maxLength: 256 }],
+          prefixItems: [{ title: "prefix", type: "string", maxLength: 256 }],
           maxItems: 1,
         },
         output_schema: { type: "array", items: { type: "string" } },

@@ -89,6 +89,7 @@ export class QuickJsEngine implements LanguageRuntime {
   readonly #build: EngineBuild;
   readonly #sessions = new Map<SessionId, Session>();
   readonly #spares: PreparedInstance[] = [];
+  readonly #runs = new Map<string, ActiveRun>();
   readonly #spareTarget: number;
   #refilling = false;
   #closed = false;
@@ -156,6 +157,10 @@ export class QuickJsEngine implements LanguageRuntime {
     }
   }
 
+  pauseClock(runId: string, paused: boolean): void {
+    this.#runs.get(runId)?.pauseClock(paused);
+  }
+
   /** Runs one cell. Guest failures resolve; an unknown session rejects with `SESSION_NOT_FOUND`. */
   async run(request: RuntimeRunRequest): Promise<RuntimeRunOutcome> {
     const session = this.#sessions.get(request.sessionId);
@@ -182,6 +187,7 @@ export class QuickJsEngine implements LanguageRuntime {
 
     const run = new ActiveRun(session, request, request.validateOnly ? "validate" : "run");
     session.activeRun = run;
+    this.#runs.set(request.runId, run);
     let outcome: RuntimeRunOutcome;
     try {
       outcome = request.validateOnly ? run.validate(cell) : await run.execute(cell);
@@ -190,6 +196,7 @@ export class QuickJsEngine implements LanguageRuntime {
     } finally {
       run.finish();
       session.activeRun = null;
+      this.#runs.delete(request.runId);
     }
     if (!request.validateOnly) rememberCell(session, cell);
     if (run.mustReset && !outcome.sessionReset) {

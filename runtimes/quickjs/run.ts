@@ -29,6 +29,7 @@ import {
   type RunStatus,
   type RuntimeRunOutcome,
   type RuntimeRunRequest,
+  runStatusForToolError,
   type SessionId,
   type SessionLimits,
   type ToolCallReply,
@@ -105,7 +106,7 @@ export class ActiveRun {
   readonly #mode: RunMode;
   readonly #stdout: OutputCapture;
   readonly #stderr: OutputCapture;
-  readonly #wallDeadline: number;
+  #wallDeadline: number;
   readonly #cpuLimitMs: number;
   readonly #pendingCalls = new Set<number>();
   readonly #settledCalls: [number, string][] = [];
@@ -124,6 +125,7 @@ export class ActiveRun {
   #quiet = false;
   #wake: (() => void) | null = null;
   #wallTimer: NodeJS.Timeout | undefined;
+  #pausedAt: number | null = null;
   /** The session was destroyed during the run; dispose it when the run ends. */
   disposeSessionAfter = false;
   /** Promise jobs the run left could not be drained: the session must be reset. */
@@ -245,6 +247,18 @@ export class ActiveRun {
   stop(reason: StopReason): void {
     this.#stopReason ??= reason;
     this.#wake?.();
+  }
+
+  /** Pauses or resumes the wall clock (the run waits for a person's approval). */
+  pauseClock(paused: boolean): void {
+    if (paused && this.#pausedAt === null) {
+      this.#pausedAt = performance.now();
+      clearTimeout(this.#wallTimer);
+    } else if (!paused && this.#pausedAt !== null) {
+      this.#wallDeadline += performance.now() - this.#pausedAt;
+      this.#pausedAt = null;
+      if (!this.#closed) this.#armWallTimer();
+    }
   }
 
   /** Called by QuickJS every few thousand bytecodes. */
@@ -481,7 +495,7 @@ export class ActiveRun {
       return true;
     }
     const now = performance.now();
-    if (now > this.#wallDeadline) {
+    if (this.#pausedAt === null && now > this.#wallDeadline) {
       this.#stopReason = "wall";
       return true;
     }

@@ -289,6 +289,8 @@ export interface RunResult {
   run_id?: string;
   /** Extension: session the run belongs to. */
   session_id?: string;
+  /** Extension: with status `waiting_for_approval`, the approvals the run waits for. */
+  approvals?: import("../tools/approvals.ts").Approval[];
 }
 
 /**

@@ -220,6 +220,12 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
     }
   }
   const ToolErrorProto = ToolError.prototype;
+  // Built-in error prototypes as they are now: describing an error stops its prototype walk
+  // at the first of these, so nothing a guest plants further up (a Proxy) is ever touched.
+  const builtinErrorProtos = [ErrorCtor, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError,
+    typeof AggregateError === "function" ? AggregateError : ErrorCtor,
+    typeof InternalError === "function" ? InternalError : ErrorCtor]
+    .map((ctor) => ctor.prototype);
   defineProperty(G, "ToolError", { value: ToolError, writable: true, configurable: true, enumerable: false });
 
   function strictReplacer(key, value) {
@@ -433,6 +439,7 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
             if (proto === null) break;
             if (proto === ToolErrorProto) isToolError = true;
             if (typeof name !== "string") name = ownData(proto, "name");
+            if (builtinErrorProtos.indexOf(proto) >= 0) break;
           }
           const out = {
             name: typeof name === "string" ? clip(name, 200) : "Error",

@@ -119,6 +119,9 @@ export function serveEngine(
       case "cancel":
         runs.get(message.runId)?.abort();
         return;
+      case "pause":
+        runtime.pauseClock?.(message.runId, message.paused);
+        return;
       default:
         return;
     }

@@ -41,7 +41,8 @@ export type HostMessage =
   | { kind: "snapshot"; requestId: number; sessionId: SessionId }
   | { kind: "restore"; requestId: number; snapshot: Uint8Array; sessionId: SessionId | null }
   | { kind: "tool-reply"; callId: number; reply: ToolCallReply }
-  | { kind: "cancel"; runId: string };
+  | { kind: "cancel"; runId: string }
+  | { kind: "pause"; runId: string; paused: boolean };
 
 /** The answer to one request. Errors carry a code from docs/errors.md. */
 export type EngineResponse =

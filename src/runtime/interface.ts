@@ -138,6 +138,11 @@ export interface LanguageRuntime {
   restoreSession(snapshot: Uint8Array, sessionId?: SessionId): Promise<SessionId>;
   /** Whether `snapshot`'s header says this backend can restore it (seed: `can_restore_snapshot`). */
   canRestoreSnapshot(snapshot: Uint8Array): boolean;
+  /**
+   * Pauses (or resumes) a run's wall clock while it waits for a person to approve a tool call;
+   * time paused does not count toward `wall_ms`. Optional: a backend without it keeps counting.
+   */
+  pauseClock?(runId: string, paused: boolean): void;
   /** Stops workers and frees every session. */
   close(): Promise<void>;
 }

@@ -72,6 +72,8 @@ interface InFlightRun {
   slot: number | null;
   watchdogFired: boolean;
   settle(outcome: RuntimeRunOutcome): void;
+  /** Stops or restarts the watchdog (a run waiting for approval is not stuck). */
+  pauseWatchdog(paused: boolean): void;
 }
 
 interface SessionEntry {
@@ -232,17 +234,35 @@ export class WorkerPoolRuntime implements LanguageRuntime {
     let watchdog: NodeJS.Timeout | undefined;
     try {
       const outcome = await new Promise<RuntimeRunOutcome>((resolve, reject) => {
+        let watchdogDue = performance.now() + request.limits.wall_ms + this.#graceMs;
+        let pausedAt: number | null = null;
+        const arm = () => {
+          watchdog = setTimeout(
+            () => {
+              inFlight.watchdogFired = true;
+              worker.channel.terminate();
+            },
+            Math.max(0, watchdogDue - performance.now()),
+          );
+        };
         const inFlight: InFlightRun = {
           bridge: request.tools,
           slot,
           watchdogFired: false,
           settle: resolve,
+          pauseWatchdog: (paused) => {
+            if (paused && pausedAt === null) {
+              pausedAt = performance.now();
+              clearTimeout(watchdog);
+            } else if (!paused && pausedAt !== null) {
+              watchdogDue += performance.now() - pausedAt;
+              pausedAt = null;
+              arm();
+            }
+          },
         };
         worker.runs.set(request.runId, inFlight);
-        watchdog = setTimeout(() => {
-          inFlight.watchdogFired = true;
-          worker.channel.terminate();
-        }, request.limits.wall_ms + this.#graceMs);
+        arm();
         worker.request<RuntimeRunOutcome>({ kind: "run", run: wire }).then(resolve, reject);
         if (request.signal.aborted) onAbort();
       });
@@ -253,6 +273,16 @@ export class WorkerPoolRuntime implements LanguageRuntime {
       request.signal.removeEventListener("abort", onAbort);
       worker.runs.delete(request.runId);
       worker.releaseSlot(slot);
+    }
+  }
+
+  pauseClock(runId: string, paused: boolean): void {
+    for (const worker of this.#workers) {
+      const run = worker.runs.get(runId);
+      if (!run) continue;
+      run.pauseWatchdog(paused);
+      if (worker.alive) worker.channel.post({ kind: "pause", runId, paused });
+      return;
     }
   }
 

@@ -32,11 +32,14 @@ import {
   type SessionId,
   type SessionLimits,
   type SessionMeta,
+  SIDE_EFFECTS,
+  type SideEffect,
   SNAPSHOT_VERSION,
 } from "../contract/types.ts";
 import { errorObject, isSandboxError, SandboxError } from "../errors.ts";
 import type { LanguageRuntime, RuntimeRunOutcome } from "../runtime/interface.ts";
 import type { RuntimeRegistry } from "../runtime/registry.ts";
+import { type Approval, ApprovalQueue } from "../tools/approvals.ts";
 import { ToolGateway } from "../tools/gateway.ts";
 import type { ToolRegistry } from "../tools/registry.ts";
 import { assertWithinCeilings, mergeLimits } from "./limits.ts";
@@ -61,6 +64,10 @@ export interface SessionManagerOptions {
   maxRetainedRuns?: number;
   /** Language of a session when neither the request nor an existing session says (seed: python). */
   defaultLanguage?: Language;
+  /** Side-effect classes any session may use (default: all). A session may narrow them. */
+  allowedSideEffects?: readonly SideEffect[];
+  /** Time a tool call waits for a person's approval before it is denied (default 10 min). */
+  approvalTtlMs?: number;
 }
 
 /** What `POST /v1/sessions` takes. */
@@ -69,6 +76,8 @@ export interface CreateSessionInput {
   language?: Language;
   limits?: Partial<SessionLimits> | null;
   runtime?: string;
+  /** Side-effect classes the session's code may use (narrowed by the server's); default: the server's. */
+  allowed_side_effects?: SideEffect[] | null;
 }
 
 /** A session as the API shows it: seed 004's `SessionMeta` plus extensions. */
@@ -79,17 +88,21 @@ export interface SessionInfo extends SessionMeta {
   run_count: number;
   /** Unix epoch ms at which the session expires if it stays idle. */
   expires_at: number;
+  /** Side-effect classes the session's code may use. */
+  allowed_side_effects: SideEffect[];
 }
 
 /** A run as `GET /v1/runs/{id}` shows it. */
 export interface RunInfo {
   run_id: string;
   session_id: SessionId;
-  state: "queued" | "running" | "finished";
+  state: "queued" | "running" | "waiting_for_approval" | "finished";
   /** Unix epoch ms the run was accepted. */
   created_at: number;
   /** The RunResult once finished, else null. */
   result: RunResult | null;
+  /** Approvals the run waits for. */
+  approvals: Approval[];
 }
 
 /** What `POST /v1/runs` takes: a RunRequest where everything but `code` may be left out. */
@@ -98,6 +111,7 @@ export type RunInput = Partial<RunRequest> & { code: string };
 interface SessionState {
   meta: SessionMeta;
   runtime: LanguageRuntime;
+  allowedSideEffects: ReadonlySet<SideEffect>;
   running: RunState | null;
   queue: RunState[];
   runCount: number;
@@ -121,6 +135,11 @@ interface RunState {
   result: RunResult | null;
   done: Promise<RunResult>;
   resolve(result: RunResult): void;
+  gateway: ToolGateway | null;
+  pendingApprovals: number;
+  /** Settles with a `waiting_for_approval` RunResult the first time the run waits for a person. */
+  waiting: Promise<RunResult>;
+  notifyWaiting(result: RunResult): void;
 }
 
 const DAY_MS = 86_400_000;
@@ -137,6 +156,7 @@ export class SessionManager {
   readonly #retentionMs: number;
   readonly #maxRetainedRuns: number;
   readonly #defaultLanguage: Language;
+  readonly #allowedSideEffects: ReadonlySet<SideEffect>;
   readonly #sessions = new Map<SessionId, SessionState>();
   readonly #creating = new Map<SessionId, Promise<SessionState>>();
   readonly #runs = new Map<string, RunState>();
@@ -144,6 +164,8 @@ export class SessionManager {
   readonly #finishedRuns = new Map<string, true>();
   readonly #sweeper: NodeJS.Timeout;
   #closing = false;
+  /** Tool calls waiting for a person (`GET /v1/approvals`). */
+  readonly approvals: ApprovalQueue;
 
   /** @throws SandboxError `LIMIT_EXCEEDS_CEILING` when a default is above its ceiling. */
   constructor(options: SessionManagerOptions) {
@@ -158,6 +180,12 @@ export class SessionManager {
     this.#retentionMs = options.runRetentionMs ?? 10 * 60_000;
     this.#maxRetainedRuns = Math.max(0, options.maxRetainedRuns ?? 10_000);
     this.#defaultLanguage = options.defaultLanguage ?? "python";
+    this.#allowedSideEffects = new Set(options.allowedSideEffects ?? SIDE_EFFECTS);
+    this.approvals = new ApprovalQueue({
+      ttlMs: options.approvalTtlMs ?? 10 * 60_000,
+      onPending: (approval) => this.#onApprovalPending(approval),
+      onSettled: (approval) => this.#onApprovalSettled(approval),
+    });
     const sweepEveryMs = Math.max(250, Math.min(30_000, Math.floor(this.#idleTtlMs / 4)));
     this.#sweeper = setInterval(() => void this.sweep(), sweepEveryMs);
     this.#sweeper.unref();
@@ -188,6 +216,7 @@ export class SessionManager {
       input.language ?? this.#defaultLanguage,
       input.limits,
       input.runtime,
+      input.allowed_side_effects ?? null,
     );
     return this.#info(session);
   }
@@ -212,26 +241,30 @@ export class SessionManager {
   }
 
   /**
-   * Runs code (`POST /v1/runs`) and answers its RunResult once it ends.
+   * Runs code (`POST /v1/runs`) and answers its RunResult once it ends — or, when a tool call
+   * first needs a person's approval, a RunResult with status `waiting_for_approval` (the run
+   * goes on; fetch its final result with {@link waitForRun}).
    * @throws SandboxError `SESSION_BUSY`, `SESSION_LIMIT_REACHED`, `SERVICE_CLOSING`.
    */
   async run(input: RunInput): Promise<RunResult> {
     const accepted = await this.submit(input);
-    return accepted.done;
+    return Promise.race([accepted.done, accepted.waiting]);
   }
 
   /**
    * Accepts a run and answers at once with its id and a promise of its result.
    * @throws SandboxError like {@link run}.
    */
-  async submit(input: RunInput): Promise<{ runId: string; done: Promise<RunResult> }> {
+  async submit(
+    input: RunInput,
+  ): Promise<{ runId: string; done: Promise<RunResult>; waiting: Promise<RunResult> }> {
     if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
     const runId = input.run_id ?? randomUUID();
     const sessionId = input.session_id ?? "default";
-    const refuse = (error: ErrorObject) => ({
-      runId,
-      done: Promise.resolve(this.#refusal(runId, sessionId, error)),
-    });
+    const refuse = (error: ErrorObject) => {
+      const done = Promise.resolve(this.#refusal(runId, sessionId, error));
+      return { runId, done, waiting: done };
+    };
     try {
       assertSessionId(sessionId);
       if (input.run_id !== undefined) {
@@ -267,7 +300,7 @@ export class SessionManager {
         language = input.language ?? this.#defaultLanguage;
         // Check limits before creating anything, so a refused run leaves no session behind.
         mergeLimits(this.#defaults, input.limits, this.#ceilings, input.timeout_ms);
-        session = await this.#create(sessionId, language, input.limits, input.runtime);
+        session = await this.#create(sessionId, language, input.limits, input.runtime, null);
         limits = mergeLimits(session.meta.limits, null, this.#ceilings, input.timeout_ms);
       }
     } catch (error) {
@@ -293,6 +326,10 @@ export class SessionManager {
     const done = new Promise<RunResult>((settle) => {
       resolve = settle;
     });
+    let notifyWaiting!: (result: RunResult) => void;
+    const waiting = new Promise<RunResult>((settle) => {
+      notifyWaiting = settle;
+    });
     const run: RunState = {
       id: runId,
       session,
@@ -310,12 +347,16 @@ export class SessionManager {
       result: null,
       done,
       resolve,
+      gateway: null,
+      pendingApprovals: 0,
+      waiting,
+      notifyWaiting,
     };
     this.#runs.set(runId, run);
     session.queue.push(run);
     this.#touch(session);
     this.#pump(session);
-    return { runId, done };
+    return { runId, done, waiting };
   }
 
   /**
@@ -361,6 +402,7 @@ export class SessionManager {
       state: run.state,
       created_at: run.createdAt,
       result: run.result,
+      approvals: run.pendingApprovals > 0 ? this.approvals.pendingFor(run.id) : [],
     };
   }
 
@@ -421,6 +463,7 @@ export class SessionManager {
     language: Language,
     requested: Partial<SessionLimits> | null | undefined,
     runtimeId: string | undefined,
+    sideEffects: readonly SideEffect[] | null,
   ): Promise<SessionState> {
     if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
     const pending = this.#creating.get(id);
@@ -447,6 +490,11 @@ export class SessionManager {
           snapshot_version: SNAPSHOT_VERSION,
         },
         runtime,
+        allowedSideEffects: new Set(
+          (sideEffects ?? [...this.#allowedSideEffects]).filter((effect) =>
+            this.#allowedSideEffects.has(effect),
+          ),
+        ),
         running: null,
         queue: [],
         runCount: 0,
@@ -514,7 +562,11 @@ export class SessionManager {
       maxExternalCalls: run.limits.max_external_calls,
       deadline: started + run.limits.wall_ms,
       signal: run.controller.signal,
+      allowedSideEffects: session.allowedSideEffects,
+      approvals: this.approvals,
+      session: { language: session.meta.language, runtime: session.runtime.info.id },
     });
+    run.gateway = gateway;
     let outcome: RuntimeRunOutcome;
     if (run.controller.signal.aborted) {
       outcome = hostOutcome("cancelled", errorObject("RUN_CANCELLED", "The run was cancelled."));
@@ -545,6 +597,21 @@ export class SessionManager {
     const diagnostics: Diagnostic[] = [...outcome.diagnostics];
     let status: RunStatus = outcome.status;
     let error = outcome.error;
+    if (error && (status === "runtime_error" || status === "permission_denied")) {
+      // Guest code can throw a ToolError of its own making: its code counts only when a call
+      // of this run really failed with it.
+      const code = error.code;
+      const genuine =
+        code === "RUNTIME_ERROR" || gateway.records.some((record) => record.error?.code === code);
+      if (!genuine) {
+        error = { ...error, code: "RUNTIME_ERROR" };
+        status = "runtime_error";
+        const index = diagnostics.findIndex(
+          (item) => item.severity === "error" && item.code === code,
+        );
+        if (index >= 0) diagnostics[index] = { ...diagnostics[index]!, code: "RUNTIME_ERROR" };
+      }
+    }
     const fatal = gateway.fatal;
     if (fatal) {
       status = fatal.status;
@@ -589,6 +656,59 @@ export class SessionManager {
       error,
       run_id: run.id,
       session_id: session.meta.id,
+    };
+  }
+
+  #onApprovalPending(approval: Approval): void {
+    const run = this.#runs.get(approval.run_id);
+    if (!run || run.state === "finished") return;
+    run.pendingApprovals += 1;
+    if (run.pendingApprovals === 1) {
+      run.state = "waiting_for_approval";
+      run.session.runtime.pauseClock?.(run.id, true);
+    }
+    run.notifyWaiting(this.#waitingResult(run));
+  }
+
+  #onApprovalSettled(approval: Approval): void {
+    const run = this.#runs.get(approval.run_id);
+    if (!run || run.pendingApprovals === 0) return;
+    run.pendingApprovals -= 1;
+    if (run.pendingApprovals === 0 && run.state === "waiting_for_approval") {
+      run.state = "running";
+      run.session.runtime.pauseClock?.(run.id, false);
+    }
+  }
+
+  /** The RunResult answered while a run waits for approvals (the run goes on). */
+  #waitingResult(run: RunState): RunResult {
+    const pending = this.approvals.pendingFor(run.id);
+    const diagnostics: Diagnostic[] = pending.map((approval) => ({
+      severity: "info",
+      code: "APPROVAL_REQUIRED",
+      message: `The call to '${approval.name}' waits for approval ${approval.approval_id} (${approval.reason ?? "manual policy"}).`,
+      hint: `POST /v1/approvals/${approval.approval_id} with {"decision": "approve"} or {"decision": "deny"}; then GET /v1/runs/${run.id}?wait_ms=30000 for the final result.`,
+      span: null,
+    }));
+    const records = run.gateway ? run.gateway.records.map((record) => ({ ...record })) : [];
+    return {
+      status: "waiting_for_approval",
+      result: null,
+      stdout: "",
+      stderr: "",
+      diagnostics,
+      external_calls: records,
+      snapshot_id: null,
+      metrics: {
+        duration_ms: 0,
+        memory_peak_bytes: 0,
+        instructions: 0,
+        external_calls_count: records.length,
+      },
+      error: null,
+      run_id: run.id,
+      session_id: run.session.meta.id,
+      approvals: pending,
     };
   }
 
@@ -648,6 +768,7 @@ export class SessionManager {
       state: session.running ? "running" : "idle",
       queued_runs: session.queue.length,
       run_count: session.runCount,
+      allowed_side_effects: SIDE_EFFECTS.filter((effect) => session.allowedSideEffects.has(effect)),
       expires_at: Math.min(
         session.meta.last_used_at + this.#idleTtlMs,
         session.meta.last_used_at + 365 * DAY_MS,

@@ -1,15 +1,27 @@
 /**
  * The per-run path of every tool call from guest code to a handler and back.
  *
- * In order: the call's JSON is read → the request digest is taken → the call budget
- * (`max_external_calls`) → the name → `max_request_bytes` → `input_schema` / kwargs schema →
- * the handler, cut off at `timeout_ms` or the run's deadline → the value must be JSON within
- * `max_response_bytes` and match `output_schema` → response digest → an
- * {@link ExternalCallRecord} in call order. Whatever happens, the guest gets a
- * {@link ToolCallReply} and the record says what happened; the host never throws at the guest.
+ * In order — each failure is recorded in an {@link ExternalCallRecord} and raised in the guest
+ * with its code:
  *
- * A denied call past the budget also sets {@link ToolGateway.fatal}: the backend stops the
- * guest and the run ends `resource_exhausted`.
+ * | step | on failure: status / code |
+ * |---|---|
+ * | the call's JSON is read, the request digest taken | error / `INVALID_ARGUMENTS` |
+ * | the run's call budget (`max_external_calls`) | denied / `EXTERNAL_CALL_LIMIT` (the run ends) |
+ * | the tool exists | denied / `UNKNOWN_TOOL` |
+ * | its side effect is allowed for the session | denied / `SIDE_EFFECT_DENIED` |
+ * | `max_request_bytes` | denied / `REQUEST_TOO_LARGE` |
+ * | `input_schema`, kwargs schema | error / `INVALID_ARGUMENTS` |
+ * | approval policy: an auto rule, or a person | denied / `APPROVAL_DENIED`, `APPROVAL_EXPIRED` |
+ * | `rate_per_min` (across sessions) | denied / `RATE_LIMITED` |
+ * | `concurrency` (across sessions; waits for a slot) | denied / `CONCURRENCY_LIMIT` |
+ * | the handler, within `timeout_ms` and the run's deadline | timeout / `TOOL_TIMEOUT`; error / tool's code or `TOOL_ERROR` |
+ * | the value: JSON, `max_response_bytes`, `output_schema` | error / `INVALID_TOOL_OUTPUT`, `RESPONSE_TOO_LARGE` |
+ *
+ * While a call waits for a person the record's status is `approval_pending`; time spent waiting
+ * moves the run's deadline (it does not count toward `wall_ms`). A denied call past the budget
+ * sets {@link ToolGateway.fatal}: the backend stops the guest and the run ends
+ * `resource_exhausted`.
  *
  * @module
  */
@@ -20,12 +32,14 @@ import type {
   JsonObject,
   JsonValue,
   RunStatus,
+  SideEffect,
 } from "../contract/types.ts";
 import { digestBytes, digestJsonText } from "../digest.ts";
 import { type ErrorCode, errorObject } from "../errors.ts";
 import { describeSchemaErrors } from "../json-schema.ts";
 import type { ToolBridge, ToolCallReply } from "../runtime/interface.ts";
-import { ToolError, type ToolRegistry } from "./registry.ts";
+import type { ApprovalBroker } from "./approvals.ts";
+import { type ToolEntry, ToolError, type ToolRegistry } from "./registry.ts";
 
 /** What a gateway needs to know about its run. */
 export interface ToolGatewayOptions {
@@ -38,6 +52,12 @@ export interface ToolGatewayOptions {
   deadline: number;
   /** Aborted when the run ends early (cancel, timeout); in-flight handlers see it. */
   signal: AbortSignal;
+  /** Side-effect classes this run may use; absent means all. */
+  allowedSideEffects?: ReadonlySet<SideEffect>;
+  /** Where calls that need a person go; absent: such calls are denied (`APPROVAL_DENIED`). */
+  approvals?: ApprovalBroker;
+  /** The session as approval rules see it. */
+  session?: { language: string; runtime: string };
 }
 
 /** Why a call ended the run, when one did. */
@@ -48,6 +68,30 @@ export interface FatalCall {
 
 const ENCODER = new TextEncoder();
 
+/** Codes that mean a policy or a person refused the call (an uncaught one ends the run `permission_denied`). */
+export const PERMISSION_CODES: ReadonlySet<string> = new Set([
+  "SIDE_EFFECT_DENIED",
+  "APPROVAL_DENIED",
+  "APPROVAL_EXPIRED",
+]);
+
+/** Status of a run that ended on an uncaught tool error with this code. */
+export function runStatusForToolError(code: string): RunStatus {
+  return PERMISSION_CODES.has(code) ? "permission_denied" : "runtime_error";
+}
+
+/** A refused or failed call, thrown inside the gateway and turned into a record and a reply. */
+class CallFailure {
+  readonly status: CallStatus;
+  readonly code: ErrorCode | string;
+  readonly message: string;
+  constructor(status: CallStatus, code: ErrorCode | string, message: string) {
+    this.status = status;
+    this.code = code;
+    this.message = message;
+  }
+}
+
 /**
  * One run's tool gateway. Backends see it as a {@link ToolBridge}; the session manager reads
  * {@link records} and {@link fatal} when the run ends, after calling {@link settle}.
@@ -56,12 +100,14 @@ export class ToolGateway implements ToolBridge {
   readonly #options: ToolGatewayOptions;
   readonly #records: ExternalCallRecord[] = [];
   readonly #pending = new Map<number, AbortController>();
+  #deadline: number;
   #budgetUsed = 0;
   #fatal: FatalCall | null = null;
   #settled = false;
 
   constructor(options: ToolGatewayOptions) {
     this.#options = options;
+    this.#deadline = options.deadline;
   }
 
   /** Tool names the guest may call, sorted. */
@@ -87,7 +133,7 @@ export class ToolGateway implements ToolBridge {
   /**
    * Performs one call. `argsJson` must be a JSON array and `kwargsJson` a JSON object, as the
    * guest serialized them; the request digest is taken over that text so the integer/float
-   * spelling of the guest's numbers is kept.
+   * spelling of the guest's numbers is kept. Never rejects.
    */
   async call(name: string, argsJson: string, kwargsJson: string): Promise<ToolCallReply> {
     const started = performance.now();
@@ -105,85 +151,249 @@ export class ToolGateway implements ToolBridge {
       }
     } catch (error) {
       const index = this.#open(name, digestBytes(requestText));
-      return this.#finish(index, started, "error", "INVALID_ARGUMENTS", (error as Error).message);
+      return this.#fail(
+        index,
+        started,
+        new CallFailure("error", "INVALID_ARGUMENTS", (error as Error).message),
+      );
     }
     const index = this.#open(name, requestDigest);
     if (this.#settled) {
-      return this.#finish(index, started, "denied", "RUN_CANCELLED", "The run has ended.");
+      return this.#fail(
+        index,
+        started,
+        new CallFailure("denied", "RUN_CANCELLED", "The run has ended."),
+      );
     }
     const limit = this.#options.maxExternalCalls;
     if (this.#budgetUsed >= limit) {
-      const reply = this.#finish(
+      const reply = this.#fail(
         index,
         started,
-        "denied",
-        "EXTERNAL_CALL_LIMIT",
-        `The run may make ${limit} external call${limit === 1 ? "" : "s"} (max_external_calls); this one was denied.`,
+        new CallFailure(
+          "denied",
+          "EXTERNAL_CALL_LIMIT",
+          `The run may make ${limit} external call${limit === 1 ? "" : "s"} (max_external_calls); this one was denied.`,
+        ),
       );
-      this.#fatal ??= {
-        status: "resource_exhausted",
-        error: this.#records[index]!.error!,
-      };
+      this.#fatal ??= { status: "resource_exhausted", error: this.#records[index]!.error! };
       return reply.ok ? reply : { ...reply, fatal: true };
     }
     this.#budgetUsed += 1;
 
-    const registry = this.#options.registry;
-    const tool = registry.get(name);
-    const validators = registry.validators(name);
-    if (!tool || !validators) {
-      return this.#finish(index, started, "denied", "UNKNOWN_TOOL", `No tool named '${name}'.`);
-    }
-    const capability = tool.capability;
-    this.#records[index]!.side_effect = capability.side_effect;
-    const requestBytes = ENCODER.encode(requestText).byteLength;
-    if (requestBytes > capability.limits.max_request_bytes) {
-      return this.#finish(
+    const entry = this.#options.registry.entry(name);
+    if (!entry)
+      return this.#fail(
         index,
         started,
+        new CallFailure("denied", "UNKNOWN_TOOL", `No tool named '${name}'.`),
+      );
+    this.#records[index]!.side_effect = entry.tool.capability.side_effect;
+    const controller = new AbortController();
+    this.#pending.set(index, controller);
+    const onRunAbort = () => controller.abort(this.#options.signal.reason);
+    this.#options.signal.addEventListener("abort", onRunAbort, { once: true });
+    try {
+      const value = await this.#perform(
+        entry,
+        name,
+        args,
+        kwargs,
+        requestText,
+        requestDigest,
+        controller,
+      );
+      return this.#succeed(index, started, entry, value);
+    } catch (failure) {
+      if (failure instanceof CallFailure) return this.#fail(index, started, failure);
+      throw failure;
+    } finally {
+      this.#options.signal.removeEventListener("abort", onRunAbort);
+      this.#pending.delete(index);
+    }
+  }
+
+  /** Runs the checks and the handler; throws a {@link CallFailure} for any refusal. */
+  async #perform(
+    entry: ToolEntry,
+    name: string,
+    args: JsonValue[],
+    kwargs: JsonObject,
+    requestText: string,
+    requestDigest: string,
+    controller: AbortController,
+  ): Promise<unknown> {
+    const capability = entry.tool.capability;
+    const allowed = this.#options.allowedSideEffects;
+    if (allowed && !allowed.has(capability.side_effect)) {
+      throw new CallFailure(
+        "denied",
+        "SIDE_EFFECT_DENIED",
+        `'${name}' has side effect '${capability.side_effect}', which this session may not use (allowed: ${[...allowed].join(", ") || "none"}).`,
+      );
+    }
+    const requestBytes = ENCODER.encode(requestText).byteLength;
+    if (requestBytes > capability.limits.max_request_bytes) {
+      throw new CallFailure(
         "denied",
         "REQUEST_TOO_LARGE",
         `The request is ${requestBytes} bytes; '${name}' takes at most ${capability.limits.max_request_bytes} (max_request_bytes).`,
       );
     }
-    if (!validators.args(args)) {
-      return this.#finish(
-        index,
-        started,
+    if (!entry.validators.args(args)) {
+      throw new CallFailure(
         "error",
         "INVALID_ARGUMENTS",
-        `Arguments of '${name}' do not match its input_schema: ${describeSchemaErrors(validators.args.errors)}.`,
+        `Arguments of '${name}' do not match its input_schema: ${describeSchemaErrors(entry.validators.args.errors)}.`,
       );
     }
-    if (!validators.kwargs(kwargs)) {
-      return this.#finish(
-        index,
-        started,
+    if (!entry.validators.kwargs(kwargs)) {
+      throw new CallFailure(
         "error",
         "INVALID_ARGUMENTS",
-        `Keyword arguments of '${name}' do not match its kwargs_schema: ${describeSchemaErrors(validators.kwargs.errors)}.`,
+        `Keyword arguments of '${name}' do not match its kwargs_schema: ${describeSchemaErrors(entry.validators.kwargs.errors)}.`,
       );
     }
+    await this.#approve(entry, name, args, kwargs, requestDigest, controller);
 
-    const controller = new AbortController();
-    this.#pending.set(index, controller);
+    const admitted = entry.limiter.admit();
+    if (!admitted.ok) {
+      throw new CallFailure(
+        "denied",
+        "RATE_LIMITED",
+        `'${name}' may be called ${capability.limits.rate_per_min} times a minute; retry in ${Math.ceil(admitted.retryAfterMs / 1000)} s.`,
+      );
+    }
     const timeoutMs = Math.max(
       0,
-      Math.min(capability.limits.timeout_ms, this.#options.deadline - performance.now()),
+      Math.min(capability.limits.timeout_ms, this.#deadline - performance.now()),
     );
+    const waitStarted = performance.now();
+    const release = await entry.limiter.acquire(timeoutMs, controller.signal);
+    if (!release) {
+      if (controller.signal.aborted)
+        throw new CallFailure("error", "RUN_CANCELLED", "The run ended during the call.");
+      throw new CallFailure(
+        "denied",
+        "CONCURRENCY_LIMIT",
+        `'${name}' runs at most ${capability.limits.concurrency} calls at once; no slot freed within ${Math.round(timeoutMs)} ms.`,
+      );
+    }
+    try {
+      return await this.#invoke(
+        entry,
+        name,
+        args,
+        kwargs,
+        controller,
+        timeoutMs - (performance.now() - waitStarted),
+      );
+    } finally {
+      release();
+    }
+  }
+
+  async #approve(
+    entry: ToolEntry,
+    name: string,
+    args: JsonValue[],
+    kwargs: JsonObject,
+    requestDigest: string,
+    controller: AbortController,
+  ): Promise<void> {
+    const capability = entry.tool.capability;
+    const policy = capability.approval_policy;
+    if (policy === "none") return;
+    let reason = "the tool's approval policy is manual";
+    if (entry.rule) {
+      const ruled = entry.rule.decide({
+        name,
+        args,
+        kwargs,
+        side_effect: capability.side_effect,
+        session: {
+          id: this.#options.sessionId,
+          language: this.#options.session?.language ?? "",
+          runtime: this.#options.session?.runtime ?? "",
+        },
+      });
+      if (ruled.decision === "approve") return;
+      if (ruled.decision === "deny") {
+        throw new CallFailure(
+          "denied",
+          "APPROVAL_DENIED",
+          `The approval rule of '${name}' denied the call.`,
+        );
+      }
+      reason = ruled.reason;
+    }
+    const broker = this.#options.approvals;
+    if (!broker) {
+      throw new CallFailure(
+        "denied",
+        "APPROVAL_DENIED",
+        `'${name}' needs a person's approval, and this server takes none.`,
+      );
+    }
+    const waitStarted = performance.now();
+    const decision = await broker.request(
+      {
+        runId: this.#options.runId,
+        sessionId: this.#options.sessionId,
+        name,
+        args,
+        kwargs,
+        requestDigest,
+        sideEffect: capability.side_effect,
+        reason,
+      },
+      controller.signal,
+    );
+    // Waiting for a person does not count toward the run's wall time.
+    this.#deadline += performance.now() - waitStarted;
+    switch (decision.status) {
+      case "approved":
+        return;
+      case "expired":
+        throw new CallFailure(
+          "denied",
+          "APPROVAL_EXPIRED",
+          `No one decided on the call to '${name}' in time.`,
+        );
+      case "cancelled":
+        throw new CallFailure(
+          "error",
+          "RUN_CANCELLED",
+          "The run ended while the call waited for approval.",
+        );
+      default:
+        throw new CallFailure(
+          "denied",
+          "APPROVAL_DENIED",
+          `The call to '${name}' was denied: ${decision.reason}`,
+        );
+    }
+  }
+
+  async #invoke(
+    entry: ToolEntry,
+    name: string,
+    args: JsonValue[],
+    kwargs: JsonObject,
+    controller: AbortController,
+    timeoutMs: number,
+  ): Promise<unknown> {
     let timer: NodeJS.Timeout | undefined;
-    const onRunAbort = () => controller.abort(this.#options.signal.reason);
-    this.#options.signal.addEventListener("abort", onRunAbort, { once: true });
     try {
       const timedOut = new Promise<"timeout">((resolve) => {
-        timer = setTimeout(() => resolve("timeout"), timeoutMs);
+        timer = setTimeout(() => resolve("timeout"), Math.max(0, timeoutMs));
       });
       const aborted = new Promise<"aborted">((resolve) => {
         if (controller.signal.aborted) resolve("aborted");
         controller.signal.addEventListener("abort", () => resolve("aborted"), { once: true });
       });
       const outcome = await Promise.race([
-        tool
+        entry.tool
           .call({
             name,
             args,
@@ -201,42 +411,29 @@ export class ToolGateway implements ToolBridge {
       ]);
       if (outcome === "timeout") {
         controller.abort(new Error("tool call timed out"));
-        return this.#finish(
-          index,
-          started,
+        throw new CallFailure(
           "timeout",
           "TOOL_TIMEOUT",
-          `'${name}' did not answer within ${Math.round(timeoutMs)} ms.`,
+          `'${name}' did not answer within ${Math.round(Math.max(0, timeoutMs))} ms.`,
         );
       }
-      if (outcome === "aborted") {
-        return this.#finish(
-          index,
-          started,
-          "error",
-          "RUN_CANCELLED",
-          "The run ended during the call.",
-        );
-      }
+      if (outcome === "aborted")
+        throw new CallFailure("error", "RUN_CANCELLED", "The run ended during the call.");
       if ("error" in outcome) {
         const error = outcome.error;
-        if (error instanceof ToolError) {
-          return this.#finish(index, started, "error", error.code, error.message);
-        }
+        if (error instanceof ToolError) throw new CallFailure("error", error.code, error.message);
         const message = error instanceof Error ? error.message : String(error);
-        return this.#finish(index, started, "error", "TOOL_ERROR", `'${name}' failed: ${message}`);
+        throw new CallFailure("error", "TOOL_ERROR", `'${name}' failed: ${message}`);
       }
-      return this.#succeed(index, started, name, outcome.value ?? null);
+      return outcome.value ?? null;
     } finally {
       clearTimeout(timer);
-      this.#options.signal.removeEventListener("abort", onRunAbort);
-      this.#pending.delete(index);
     }
   }
 
   /**
-   * Ends the gateway with its run: calls still in flight are aborted and recorded as
-   * `error` / `RUN_CANCELLED`; later calls are denied.
+   * Ends the gateway with its run: calls still in flight (or waiting for approval) are
+   * aborted and recorded as `error` / `RUN_CANCELLED`; later calls are denied.
    */
   settle(): void {
     this.#settled = true;
@@ -266,9 +463,9 @@ export class ToolGateway implements ToolBridge {
     );
   }
 
-  #succeed(index: number, started: number, name: string, value: unknown): ToolCallReply {
-    const registry = this.#options.registry;
-    const capability = registry.get(name)?.capability;
+  #succeed(index: number, started: number, entry: ToolEntry, value: unknown): ToolCallReply {
+    const capability = entry.tool.capability;
+    const name = capability.name;
     let valueJson: string | undefined;
     try {
       valueJson = JSON.stringify(value);
@@ -276,33 +473,39 @@ export class ToolGateway implements ToolBridge {
       valueJson = undefined;
     }
     if (valueJson === undefined) {
-      return this.#finish(
+      return this.#fail(
         index,
         started,
-        "error",
-        "INVALID_TOOL_OUTPUT",
-        `'${name}' returned something JSON cannot hold.`,
+        new CallFailure(
+          "error",
+          "INVALID_TOOL_OUTPUT",
+          `'${name}' returned something JSON cannot hold.`,
+        ),
       );
     }
-    const max = capability?.limits.max_response_bytes ?? Number.POSITIVE_INFINITY;
+    const max = capability.limits.max_response_bytes;
     const bytes = ENCODER.encode(valueJson).byteLength;
     if (bytes > max) {
-      return this.#finish(
+      return this.#fail(
         index,
         started,
-        "error",
-        "RESPONSE_TOO_LARGE",
-        `'${name}' returned ${bytes} bytes; it may return at most ${max} (max_response_bytes).`,
+        new CallFailure(
+          "error",
+          "RESPONSE_TOO_LARGE",
+          `'${name}' returned ${bytes} bytes; it may return at most ${max} (max_response_bytes).`,
+        ),
       );
     }
-    const validate = registry.validators(name)?.output;
-    if (validate && !validate(JSON.parse(valueJson))) {
-      return this.#finish(
+    const validate = entry.validators.output;
+    if (!validate(JSON.parse(valueJson))) {
+      return this.#fail(
         index,
         started,
-        "error",
-        "INVALID_TOOL_OUTPUT",
-        `'${name}' returned a value that does not match its output_schema: ${describeSchemaErrors(validate.errors)}.`,
+        new CallFailure(
+          "error",
+          "INVALID_TOOL_OUTPUT",
+          `'${name}' returned a value that does not match its output_schema: ${describeSchemaErrors(validate.errors)}.`,
+        ),
       );
     }
     const record = this.#records[index]!;
@@ -312,18 +515,18 @@ export class ToolGateway implements ToolBridge {
     return { ok: true, valueJson };
   }
 
-  #finish(
-    index: number,
-    started: number,
-    status: CallStatus,
-    code: ErrorCode | string,
-    message: string,
-  ): ToolCallReply {
+  #fail(index: number, started: number, failure: CallFailure): ToolCallReply {
     const record = this.#records[index]!;
-    record.status = status;
+    record.status = failure.status;
     record.duration_ms = elapsedMs(started);
-    record.error = errorObject(code, message);
-    return { ok: false, status, code, message, fatal: false };
+    record.error = errorObject(failure.code, failure.message);
+    return {
+      ok: false,
+      status: failure.status,
+      code: failure.code,
+      message: failure.message,
+      fatal: false,
+    };
   }
 }
 

@@ -22,6 +22,8 @@ import {
 } from "../contract/types.ts";
 import { SandboxError } from "../errors.ts";
 import { compileSchema } from "../json-schema.ts";
+import { type ApprovalRule, compileApprovalRule } from "./approval-rule.ts";
+import { ToolLimiter } from "./limiter.ts";
 
 /**
  * An error a tool handler throws to fail a call with a code of its own (seed: `ToolError`).
@@ -125,19 +127,30 @@ function completeCapability(capability: Capability | CapabilityInit): Capability
 
 const NO_KWARGS_SCHEMA = { type: "object", maxProperties: 0 } as const;
 
+/** Everything the registry keeps for one tool. */
+export interface ToolEntry {
+  readonly tool: RegisteredTool;
+  readonly validators: ToolValidators;
+  /** Concurrency and rate state, shared by every session's calls. */
+  readonly limiter: ToolLimiter;
+  /** The compiled rule of an `{"auto": {"rule"}}` approval policy, else null. */
+  readonly rule: ApprovalRule | null;
+}
+
 /**
  * Tools by name (seed: `ToolRegistry`, a `BTreeMap`: listing is in name order).
  * Registering a name that exists replaces the tool, as the seed's map insert does.
  * `version` increases on every change so backends can refresh what guests see.
  */
 export class ToolRegistry {
-  readonly #tools = new Map<string, { tool: RegisteredTool; validators: ToolValidators }>();
+  readonly #tools = new Map<string, ToolEntry>();
   #version = 0;
 
   /**
    * Adds or replaces a tool (seed: `register`).
    * @throws SandboxError `INVALID_TOOL_NAME` when the name is not a Python identifier;
-   *   `INVALID_CAPABILITY` when a schema does not compile or a field is malformed.
+   *   `INVALID_CAPABILITY` when a schema or approval rule does not compile or a field is
+   *   malformed.
    */
   register(tool: RegisteredTool): void {
     const capability = tool.capability;
@@ -149,7 +162,14 @@ export class ToolRegistry {
     }
     checkCapabilityFields(capability);
     const validators = compileValidators(capability);
-    this.#tools.set(capability.name, { tool, validators });
+    const policy = capability.approval_policy;
+    const rule = typeof policy === "object" ? compileApprovalRule(policy.auto.rule) : null;
+    this.#tools.set(capability.name, {
+      tool,
+      validators,
+      limiter: new ToolLimiter(capability.limits),
+      rule,
+    });
     this.#version += 1;
   }
 
@@ -168,6 +188,11 @@ export class ToolRegistry {
   /** The compiled validators of the tool with this name. */
   validators(name: string): ToolValidators | undefined {
     return this.#tools.get(name)?.validators;
+  }
+
+  /** Everything kept for the tool with this name. */
+  entry(name: string): ToolEntry | undefined {
+    return this.#tools.get(name);
   }
 
   /** Whether a tool has this name (seed: `contains`). */
