@@ -18,6 +18,8 @@ import {
   LANGUAGES,
   type Language,
   type SessionLimits,
+  SIDE_EFFECTS,
+  type SideEffect,
 } from "./contract/types.ts";
 import { describeSchemaErrors } from "./json-schema.ts";
 
@@ -36,6 +38,11 @@ export interface ServerConfig {
   port: number;
   /** Bearer token every route but health needs; `null` means none (env `SANDBOX_TOKEN`). */
   token: string | null;
+  /**
+   * Token of the admin routes (registering remote tools); `null` disables them
+   * (env `SANDBOX_ADMIN_TOKEN`). It is accepted wherever `token` is.
+   */
+  adminToken: string | null;
   /** Largest request body (default 8 MiB; env `SANDBOX_BODY_LIMIT_BYTES`). */
   bodyLimitBytes: number;
   /** Most sessions at once (default 500; env `SANDBOX_MAX_SESSIONS`). */
@@ -54,6 +61,10 @@ export interface ServerConfig {
   ceilings: SessionLimits;
   /** Language of a session when nothing says (default `python`, as seed 004). */
   defaultLanguage: Language;
+  /** Side-effect classes any session's code may use (default all; env `SANDBOX_ALLOWED_SIDE_EFFECTS`, comma-separated). */
+  allowedSideEffects: SideEffect[];
+  /** Time a tool call waits for a person's approval before it is denied (default 10 min; env `SANDBOX_APPROVAL_TTL_MS`). */
+  approvalTtlMs: number;
   /** Backend id per language, overriding "first registered wins". */
   defaultRuntimes: Partial<Record<Language, string>>;
   /** Backend modules to load. */
@@ -82,6 +93,7 @@ export function defaultConfig(): ServerConfig {
     host: "127.0.0.1",
     port: 8787,
     token: null,
+    adminToken: null,
     bodyLimitBytes: 8 * 1_048_576,
     maxSessions: 500,
     sessionIdleTtlMs: 15 * 60_000,
@@ -91,6 +103,8 @@ export function defaultConfig(): ServerConfig {
     defaults: { ...DEFAULT_SESSION_LIMITS },
     ceilings: { ...DEFAULT_CEILINGS },
     defaultLanguage: "python",
+    allowedSideEffects: [...SIDE_EFFECTS],
+    approvalTtlMs: 10 * 60_000,
     defaultRuntimes: {},
     runtimes: [{ module: resolve(REPOSITORY_ROOT, "runtimes/quickjs/index.ts"), options: {} }],
     capabilities: [{ module: resolve(REPOSITORY_ROOT, "capabilities/kv/index.ts"), options: {} }],
@@ -115,6 +129,13 @@ export const configFileSchema = {
     host: { type: "string" },
     port: { type: "integer", minimum: 0, maximum: 65_535 },
     token: { type: ["string", "null"] },
+    adminToken: { type: ["string", "null"] },
+    allowedSideEffects: {
+      type: "array",
+      uniqueItems: true,
+      items: { type: "string", enum: [...SIDE_EFFECTS] },
+    },
+    approvalTtlMs: { type: "integer", minimum: 1_000 },
     bodyLimitBytes: { type: "integer", minimum: 1_024 },
     maxSessions: { type: "integer", minimum: 1 },
     sessionIdleTtlMs: { type: "integer", minimum: 1_000 },
@@ -154,6 +175,7 @@ const INTEGER_ENV: readonly [string, keyof ServerConfig][] = [
   ["SANDBOX_MAX_QUEUED_RUNS", "maxQueuedRuns"],
   ["SANDBOX_RUN_RETENTION_MS", "runRetentionMs"],
   ["SANDBOX_MAX_RETAINED_RUNS", "maxRetainedRuns"],
+  ["SANDBOX_APPROVAL_TTL_MS", "approvalTtlMs"],
 ];
 
 /**
@@ -198,7 +220,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   if (env.HOST) config.host = env.HOST;
   if (env.SANDBOX_TOKEN !== undefined)
     config.token = env.SANDBOX_TOKEN === "" ? null : env.SANDBOX_TOKEN;
+  if (env.SANDBOX_ADMIN_TOKEN !== undefined)
+    config.adminToken = env.SANDBOX_ADMIN_TOKEN === "" ? null : env.SANDBOX_ADMIN_TOKEN;
   if (env.SANDBOX_LOG_LEVEL) config.logLevel = env.SANDBOX_LOG_LEVEL;
+  if (env.SANDBOX_ALLOWED_SIDE_EFFECTS !== undefined) {
+    const listed = env.SANDBOX_ALLOWED_SIDE_EFFECTS.split(",")
+      .map((item) => item.trim())
+      .filter(Boolean);
+    const unknown = listed.filter((item) => !SIDE_EFFECTS.includes(item as SideEffect));
+    if (unknown.length > 0) {
+      throw new ConfigError(
+        `SANDBOX_ALLOWED_SIDE_EFFECTS: unknown side effect(s) ${unknown.join(", ")} (known: ${SIDE_EFFECTS.join(", ")}).`,
+      );
+    }
+    config.allowedSideEffects = listed as SideEffect[];
+  }
   for (const [name, key] of INTEGER_ENV) {
     const raw = env[name];
     if (raw === undefined || raw === "") continue;

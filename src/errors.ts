@@ -141,7 +141,8 @@ export const ERROR_CODES = {
   CAPABILITY_EXISTS: {
     http: 409,
     scope: "http",
-    meaning: "A tool the server itself provides has this name; remote tools cannot replace it.",
+    meaning:
+      "A tool the server itself provides (from configuration) has this name: a remote registration cannot replace it, nor DELETE remove it.",
   },
   // Guest code
   SYNTAX_ERROR: {
@@ -149,6 +150,12 @@ export const ERROR_CODES = {
     scope: "run",
     meaning:
       "The code does not parse (or its types do not strip); the span points at the user's line.",
+  },
+  TYPE_ERROR: {
+    http: null,
+    scope: "run",
+    meaning:
+      "validate_only of TypeScript: the code does not type-check against the tools' stubs; each error is a diagnostic with a span.",
   },
   UNSUPPORTED_SYNTAX: {
     http: null,
@@ -209,6 +216,12 @@ export const ERROR_CODES = {
     scope: "diagnostic",
     meaning:
       "Info: the session's state was discarded after this run (memory exhausted or engine crash).",
+  },
+  TYPECHECK_UNAVAILABLE: {
+    http: null,
+    scope: "diagnostic",
+    meaning:
+      "Warning: validate_only could not type-check (the checker failed or timed out); syntax was checked.",
   },
   OUTPUT_TRUNCATED: {
     http: null,
@@ -287,6 +300,28 @@ export const ERROR_CODES = {
     http: null,
     scope: "call",
     meaning: "The tool returned something that is not JSON or does not match its output_schema.",
+  },
+  // Workspaces (files tools, runner file routes)
+  WORKSPACE_PATH_INVALID: {
+    http: 400,
+    scope: "call",
+    meaning:
+      "A workspace path is malformed, leaves the workspace (..), or names a directory where a file is needed (or the reverse).",
+  },
+  FILE_NOT_FOUND: {
+    http: 404,
+    scope: "call",
+    meaning: "No file (or directory) at that workspace path.",
+  },
+  WORKSPACE_READ_ONLY: {
+    http: 409,
+    scope: "call",
+    meaning: "The file is read-only (a manifest entry with writable: false).",
+  },
+  WORKSPACE_QUOTA_EXCEEDED: {
+    http: 413,
+    scope: "call",
+    meaning: "The write would pass the workspace's quota of files, bytes, or bytes per file.",
   },
   // Registry
   INVALID_TOOL_NAME: {

@@ -7,6 +7,15 @@
  */
 import type { LanguageRuntime } from "./runtime/interface.ts";
 import type { RegisteredTool } from "./tools/registry.ts";
+import type { WorkspaceRegistry } from "./workspace.ts";
+
+/** What the server offers plugins when it creates them. */
+export interface PluginHost {
+  /** The sessions' file workspaces (the `files` pack reads and writes them). */
+  readonly workspaces: WorkspaceRegistry;
+  /** Registers a listener called with a session's id when the session is destroyed or expires. */
+  onSessionDestroyed(listener: (sessionId: string) => void): void;
+}
 
 /** A backend module's `plugin` export. */
 export interface RuntimePlugin {
@@ -14,7 +23,10 @@ export interface RuntimePlugin {
   /** Backend id, e.g. `"quickjs"`; the same as the runtime's `info.id`. */
   readonly id: string;
   /** Builds the backend. `options` is the configuration's object for this backend (may be `{}`). */
-  create(options: Record<string, unknown>): LanguageRuntime | Promise<LanguageRuntime>;
+  create(
+    options: Record<string, unknown>,
+    host: PluginHost,
+  ): LanguageRuntime | Promise<LanguageRuntime>;
 }
 
 /** A tool pack module's `plugin` export. */
@@ -23,7 +35,10 @@ export interface CapabilityPlugin {
   /** Pack id, e.g. `"kv"`. */
   readonly id: string;
   /** Builds the pack's tools. `options` is the configuration's object for this pack. */
-  create(options: Record<string, unknown>): RegisteredTool[] | Promise<RegisteredTool[]>;
+  create(
+    options: Record<string, unknown>,
+    host: PluginHost,
+  ): RegisteredTool[] | Promise<RegisteredTool[]>;
 }
 
 /** Either kind of plugin. */

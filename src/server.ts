@@ -4,15 +4,17 @@
  *
  * @module
  */
+import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import type { FastifyInstance } from "fastify";
 import { importableSpecifier, type PluginConfig, type ServerConfig } from "./config.ts";
 import { SandboxError } from "./errors.ts";
 import { buildApp } from "./http/app.ts";
-import { isPlugin, type Plugin } from "./plugins.ts";
+import { isPlugin, type Plugin, type PluginHost } from "./plugins.ts";
 import { RuntimeRegistry } from "./runtime/registry.ts";
 import { SessionManager } from "./session/manager.ts";
 import { ToolRegistry } from "./tools/registry.ts";
+import { WorkspaceRegistry } from "./workspace.ts";
 
 /** A built server. */
 export interface SandboxServer {
@@ -21,6 +23,7 @@ export interface SandboxServer {
   readonly manager: SessionManager;
   readonly runtimes: RuntimeRegistry;
   readonly tools: ToolRegistry;
+  readonly workspaces: WorkspaceRegistry;
   /** Listens on `config.host`/`config.port`; answers the base URL. */
   listen(): Promise<string>;
   /** Stops listening, ends every session and backend. */
@@ -55,18 +58,27 @@ async function loadPlugin(entry: PluginConfig, kind: Plugin["kind"]): Promise<Pl
 export async function createServer(config: ServerConfig): Promise<SandboxServer> {
   const runtimes = new RuntimeRegistry();
   const tools = new ToolRegistry();
+  const workspaces = new WorkspaceRegistry();
+  const sessionEnded = new EventEmitter().setMaxListeners(100);
+  const host: PluginHost = {
+    workspaces,
+    onSessionDestroyed: (listener) => {
+      sessionEnded.on("destroyed", listener);
+    },
+  };
   try {
     for (const entry of config.runtimes) {
       const plugin = await loadPlugin(entry, "runtime");
-      if (plugin.kind === "runtime") runtimes.register(await plugin.create(entry.options));
+      if (plugin.kind === "runtime") runtimes.register(await plugin.create(entry.options, host));
     }
     for (const [language, id] of Object.entries(config.defaultRuntimes)) {
       runtimes.setDefault(language as keyof typeof config.defaultRuntimes, id);
     }
     for (const entry of config.capabilities) {
       const plugin = await loadPlugin(entry, "capabilities");
-      if (plugin.kind === "capabilities")
-        for (const tool of await plugin.create(entry.options)) tools.register(tool);
+      if (plugin.kind === "capabilities") {
+        for (const tool of await plugin.create(entry.options, host)) tools.register(tool);
+      }
     }
   } catch (error) {
     await runtimes.close();
@@ -76,6 +88,8 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
   const manager = new SessionManager({
     runtimes,
     tools,
+    workspaces,
+    onSessionDestroyed: (sessionId) => sessionEnded.emit("destroyed", sessionId),
     defaults: config.defaults,
     ceilings: config.ceilings,
     maxSessions: config.maxSessions,
@@ -84,12 +98,15 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     runRetentionMs: config.runRetentionMs,
     maxRetainedRuns: config.maxRetainedRuns,
     defaultLanguage: config.defaultLanguage,
+    allowedSideEffects: config.allowedSideEffects,
+    approvalTtlMs: config.approvalTtlMs,
   });
   const app = await buildApp({
     manager,
     runtimes,
     tools,
     token: config.token,
+    adminToken: config.adminToken,
     bodyLimitBytes: config.bodyLimitBytes,
     logger: config.logLevel === "silent" ? false : { level: config.logLevel },
     version: VERSION,
@@ -101,6 +118,7 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     manager,
     runtimes,
     tools,
+    workspaces,
     async listen() {
       const address = await app.listen({ host: config.host, port: config.port });
       return address.replace("[::1]", "localhost");

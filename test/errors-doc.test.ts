@@ -23,7 +23,20 @@ describe("docs/errors.md", () => {
 
   it("lists no code the service does not have (tool-defined codes aside)", () => {
     const toolCodes = rows.filter((row) => !/^(—|\d{3})$/.test(row.second)).map((row) => row.code);
-    expect(toolCodes).toEqual(["KV_QUOTA_EXCEEDED", "KV_BAD_TTL"]);
+    expect(toolCodes).toEqual([
+      "KV_QUOTA_EXCEEDED",
+      "KV_BAD_TTL",
+      "FILE_NOT_TEXT",
+      "HTTP_URL_NOT_ALLOWED",
+      "HTTP_METHOD_NOT_ALLOWED",
+      "HTTP_HEADER_NOT_ALLOWED",
+      "HTTP_FETCH_FAILED",
+      "HTTP_RESPONSE_TOO_LARGE",
+      "SQL_ERROR",
+      "SQL_MULTIPLE_STATEMENTS",
+      "SQL_TOO_MANY_ROWS",
+      "SQL_DATABASE_LOST",
+    ]);
     for (const row of rows) {
       if (toolCodes.includes(row.code)) continue;
       expect(

@@ -19,6 +19,7 @@ import {
   type CapabilityPlugin,
   createSyncTool,
   type JsonValue,
+  type PluginHost,
   type RegisteredTool,
   type ToolCallContext,
   ToolError,
@@ -101,6 +102,12 @@ export class KvStore {
     return true;
   }
 
+  /** Forgets a namespace (its session ended). */
+  drop(namespace: string): void {
+    this.#namespaces.delete(namespace);
+    this.#bytes.delete(namespace);
+  }
+
   list(namespace: string, prefix: string): string[] {
     const keys: string[] = [];
     for (const key of [...this.#entries(namespace).keys()]) {
@@ -130,9 +137,11 @@ export class KvStore {
   }
 }
 
-/** Builds the four kv tools over one store. */
-export function createKvTools(options: KvOptions = {}): RegisteredTool[] {
+/** Builds the four kv tools over one store; with a `host`, a session's keys go when it ends. */
+export function createKvTools(options: KvOptions = {}, host?: PluginHost): RegisteredTool[] {
   const store = new KvStore(options);
+  if ((options.scope ?? "session") === "session")
+    host?.onSessionDestroyed((sessionId) => store.drop(sessionId));
   const key = (context: ToolCallContext) => context.args[0] as string;
   return [
     createSyncTool(
@@ -217,5 +226,5 @@ export function createKvTools(options: KvOptions = {}): RegisteredTool[] {
 export const plugin: CapabilityPlugin = {
   kind: "capabilities",
   id: "kv",
-  create: (options) => createKvTools(options as KvOptions),
+  create: (options, host) => createKvTools(options as KvOptions, host),
 };

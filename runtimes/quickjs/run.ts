@@ -606,14 +606,9 @@ export class ActiveRun {
         false,
       );
     }
-    const code =
-      described.name === "ToolError" && described.code ? described.code : "RUNTIME_ERROR";
-    return this.#outcome(
-      "runtime_error",
-      null,
-      errorObject(code, headline, { span: where }),
-      false,
-    );
+    const toolCode = described.name === "ToolError" && described.code ? described.code : null;
+    const status = toolCode ? runStatusForToolError(toolCode) : "runtime_error";
+    return this.#outcome(status, null, errorObject(toolCode ?? "RUNTIME_ERROR", headline, { span: where }), false);
   }
 
   #stopped(): RuntimeRunOutcome {

@@ -88,6 +88,115 @@ export const createSessionSchema = {
     language: languageSchema,
     limits: nullable({ $ref: "SessionLimitsInput#" }),
     runtime: { type: "string", description: "Backend id; default: the server's for the language." },
+    allowed_side_effects: {
+      type: "array",
+      uniqueItems: true,
+      items: { type: "string", enum: [...SIDE_EFFECTS] },
+      description: "Side-effect classes the session's code may use (narrowed by the server's).",
+    },
+  },
+} as const;
+
+/** Schema of an approval (`/v1/approvals`). */
+export const approvalSchema = {
+  $id: "Approval",
+  type: "object",
+  required: [
+    "approval_id",
+    "run_id",
+    "session_id",
+    "name",
+    "args",
+    "kwargs",
+    "request_digest",
+    "side_effect",
+    "status",
+    "reason",
+    "created_at",
+    "expires_at",
+    "decided_at",
+  ],
+  properties: {
+    approval_id: { type: "string" },
+    run_id: { type: "string" },
+    session_id: { type: "string" },
+    name: { type: "string" },
+    args: { type: "array" },
+    kwargs: { type: "object" },
+    request_digest: { type: "string" },
+    side_effect: { type: "string", enum: [...SIDE_EFFECTS] },
+    status: { type: "string", enum: ["pending", "approved", "denied", "expired", "cancelled"] },
+    reason: { type: ["string", "null"] },
+    created_at: { type: "integer" },
+    expires_at: { type: "integer" },
+    decided_at: { type: ["integer", "null"] },
+  },
+} as const;
+
+/** Schema of `POST /v1/approvals/{id}`. */
+export const approvalDecisionSchema = {
+  $id: "ApprovalDecision",
+  type: "object",
+  additionalProperties: false,
+  required: ["decision"],
+  properties: {
+    decision: { type: "string", enum: ["approve", "deny"] },
+    reason: { type: "string", maxLength: 2_000 },
+  },
+} as const;
+
+/** Schema of `POST /v1/capabilities`: a Capability (partial; seed defaults fill it) and its endpoint. */
+export const remoteCapabilitySchema = {
+  $id: "RemoteCapabilityRequest",
+  type: "object",
+  additionalProperties: false,
+  required: ["name", "description", "endpoint"],
+  properties: {
+    name: { type: "string", maxLength: 128 },
+    description: { type: "string", maxLength: 4_096 },
+    input_schema: {},
+    output_schema: {},
+    kwargs_schema: {},
+    side_effect: { type: "string", enum: [...SIDE_EFFECTS] },
+    limits: {
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        timeout_ms: u32(1),
+        max_request_bytes: u32(1),
+        max_response_bytes: u32(1),
+        concurrency: u32(1),
+        rate_per_min: nullable(u32(1)),
+      },
+    },
+    approval_policy: {
+      anyOf: [
+        { type: "string", enum: ["none", "manual"] },
+        {
+          type: "object",
+          additionalProperties: false,
+          required: ["auto"],
+          properties: {
+            auto: {
+              type: "object",
+              additionalProperties: false,
+              required: ["rule"],
+              properties: { rule: { type: "string", maxLength: 4_096 } },
+            },
+          },
+        },
+      ],
+    },
+    idempotent: { type: "boolean" },
+    endpoint: {
+      type: "object",
+      additionalProperties: false,
+      required: ["url"],
+      properties: {
+        url: { type: "string", pattern: "^https?://", maxLength: 2_048 },
+        headers: { type: "object", additionalProperties: { type: "string" } },
+      },
+    },
   },
 } as const;
 
@@ -190,6 +299,7 @@ export const runResultSchema = {
     error: nullable(errorObjectSchema),
     run_id: { type: "string" },
     session_id: { type: "string" },
+    approvals: { type: "array", items: { $ref: "Approval#" } },
   },
 } as const;
 
@@ -213,6 +323,11 @@ export const sessionInfoSchema = {
     },
     run_count: { type: "integer", description: "Extension: runs finished in this session." },
     expires_at: { type: "integer", description: "Extension: Unix epoch ms of idle expiry." },
+    allowed_side_effects: {
+      type: "array",
+      items: { type: "string", enum: [...SIDE_EFFECTS] },
+      description: "Extension: side-effect classes the session's code may use.",
+    },
   },
 } as const;
 
@@ -281,6 +396,9 @@ export const errorEnvelopeSchema = {
 
 /** Every schema with an `$id`, to register with ajv/fastify before routes refer to them. */
 export const SHARED_SCHEMAS = [
+  approvalSchema,
+  approvalDecisionSchema,
+  remoteCapabilitySchema,
   sessionLimitsInputSchema,
   sessionLimitsSchema,
   runRequestSchema,

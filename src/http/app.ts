@@ -15,15 +15,19 @@ import swagger from "@fastify/swagger";
 import Fastify, {
   type FastifyError,
   type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
   type FastifyServerOptions,
   LogController,
 } from "fastify";
 import { SHARED_SCHEMAS } from "../contract/schemas.ts";
 import type { RunResult } from "../contract/types.ts";
-import { type ErrorCode, errorEnvelope, isSandboxError, type SandboxError } from "../errors.ts";
+import { type ErrorCode, errorEnvelope, isSandboxError, SandboxError } from "../errors.ts";
 import type { RuntimeRegistry } from "../runtime/registry.ts";
 import type { CreateSessionInput, RunInput, SessionManager } from "../session/manager.ts";
-import type { ToolRegistry } from "../tools/registry.ts";
+import type { ApprovalStatus } from "../tools/approvals.ts";
+import { type CapabilityInit, defineCapability, type ToolRegistry } from "../tools/registry.ts";
+import { createRemoteTool, type RemoteEndpoint } from "../tools/remote.ts";
 
 /** What the app serves. */
 export interface AppDependencies {
@@ -32,6 +36,8 @@ export interface AppDependencies {
   tools: ToolRegistry;
   /** Bearer token, or null for none. */
   token: string | null;
+  /** Admin token (remote tool registration), or null: admin routes answer 403. */
+  adminToken?: string | null;
   /** Largest request body in bytes. */
   bodyLimitBytes: number;
   /** fastify's logger option (pino); `false` for none. */
@@ -113,7 +119,9 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   });
 
   installErrorHandling(app);
-  if (deps.token) installAuth(app, deps.token);
+  const adminToken = deps.adminToken ?? null;
+  if (deps.token) installAuth(app, [deps.token, ...(adminToken ? [adminToken] : [])]);
+  const requireAdmin = adminGuard(adminToken);
 
   const { manager, runtimes, tools } = deps;
   const startedAt = Date.now();
@@ -257,6 +265,171 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
     async () => ({ capabilities: tools.capabilities() }),
   );
 
+  app.post<{ Body: CapabilityInit & { endpoint: RemoteEndpoint } }>(
+    "/v1/capabilities",
+    {
+      schema: {
+        tags: ["tools"],
+        summary:
+          "Register (or replace) a remote tool whose handler is an HTTP endpoint; needs the admin token.",
+        body: { $ref: "RemoteCapabilityRequest#" },
+        response: {
+          201: { $ref: "Capability#" },
+          ...ENVELOPE_RESPONSES,
+          403: { $ref: "ErrorEnvelope#" },
+          409: { $ref: "ErrorEnvelope#" },
+        },
+      },
+      onRequest: requireAdmin,
+    },
+    async (request, reply) => {
+      const { endpoint, ...init } = request.body;
+      const existing = tools.get(init.name);
+      if (existing && existing.origin !== "remote") {
+        throw new SandboxError(
+          "CAPABILITY_EXISTS",
+          `'${init.name}' is provided by the server's configuration.`,
+        );
+      }
+      const capability = defineCapability(init);
+      tools.register(createRemoteTool(capability, endpoint));
+      return reply.code(201).send(capability);
+    },
+  );
+
+  app.delete<{ Params: { name: string } }>(
+    "/v1/capabilities/:name",
+    {
+      schema: {
+        tags: ["tools"],
+        summary: "Unregister a remote tool; needs the admin token.",
+        params: {
+          type: "object",
+          required: ["name"],
+          properties: { name: { type: "string", maxLength: 128 } },
+        },
+      },
+      onRequest: requireAdmin,
+    },
+    async (request) => {
+      const tool = tools.get(request.params.name);
+      if (!tool)
+        throw new SandboxError("CAPABILITY_NOT_FOUND", `No tool '${request.params.name}'.`);
+      if (tool.origin !== "remote") {
+        throw new SandboxError(
+          "CAPABILITY_EXISTS",
+          `'${request.params.name}' is provided by the server's configuration.`,
+        );
+      }
+      tools.unregister(request.params.name);
+      return { name: request.params.name, removed: true };
+    },
+  );
+
+  app.get<{ Querystring: { language?: "typescript" | "python" } }>(
+    "/v1/capabilities/stubs",
+    {
+      schema: {
+        tags: ["tools"],
+        summary:
+          "Typed declarations of the tools, for the model writing code (TypeScript .d.ts or Python .pyi).",
+        querystring: {
+          type: "object",
+          additionalProperties: false,
+          properties: { language: { type: "string", enum: ["typescript", "python"] } },
+        },
+      },
+    },
+    async (request) => {
+      const language = request.query.language ?? "typescript";
+      const source = await manager.stubs.get(language);
+      return { language, filename: language === "python" ? "tools.pyi" : "tools.d.ts", source };
+    },
+  );
+
+  app.get<{
+    Querystring: { status?: ApprovalStatus | "all"; session_id?: string; run_id?: string };
+  }>(
+    "/v1/approvals",
+    {
+      schema: {
+        tags: ["approvals"],
+        summary: "Tool calls waiting for a person (status=pending, the default), or past ones.",
+        querystring: {
+          type: "object",
+          additionalProperties: false,
+          properties: {
+            status: {
+              type: "string",
+              enum: ["pending", "approved", "denied", "expired", "cancelled", "all"],
+            },
+            session_id: { type: "string", maxLength: 64 },
+            run_id: { type: "string", maxLength: 64 },
+          },
+        },
+        response: {
+          200: {
+            type: "object",
+            required: ["approvals"],
+            properties: { approvals: { type: "array", items: { $ref: "Approval#" } } },
+          },
+        },
+      },
+    },
+    async (request) => ({
+      approvals: manager.approvals.list({
+        ...(request.query.status ? { status: request.query.status } : {}),
+        ...(request.query.session_id ? { sessionId: request.query.session_id } : {}),
+        ...(request.query.run_id ? { runId: request.query.run_id } : {}),
+      }),
+    }),
+  );
+
+  const approvalParams = {
+    type: "object",
+    required: ["approval_id"],
+    properties: { approval_id: { type: "string", maxLength: 64 } },
+  } as const;
+
+  app.get<{ Params: { approval_id: string } }>(
+    "/v1/approvals/:approval_id",
+    {
+      schema: {
+        tags: ["approvals"],
+        summary: "One approval.",
+        params: approvalParams,
+        response: { 200: { $ref: "Approval#" }, 404: { $ref: "ErrorEnvelope#" } },
+      },
+    },
+    async (request) => manager.approvals.get(request.params.approval_id),
+  );
+
+  app.post<{
+    Params: { approval_id: string };
+    Body: { decision: "approve" | "deny"; reason?: string };
+  }>(
+    "/v1/approvals/:approval_id",
+    {
+      schema: {
+        tags: ["approvals"],
+        summary: "Approve or deny a waiting tool call; the run goes on at once.",
+        params: approvalParams,
+        body: { $ref: "ApprovalDecision#" },
+        response: {
+          200: { $ref: "Approval#" },
+          404: { $ref: "ErrorEnvelope#" },
+          409: { $ref: "ErrorEnvelope#" },
+        },
+      },
+    },
+    async (request) =>
+      manager.approvals.decide(
+        request.params.approval_id,
+        request.body.decision === "approve",
+        request.body.reason,
+      ),
+  );
+
   app.get(
     "/v1/runtimes",
     { schema: { tags: ["service"], summary: "The backends and what each supports." } },
@@ -279,23 +452,52 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   return app;
 }
 
-function installAuth(app: FastifyInstance, token: string): void {
-  const expected = createHash("sha256").update(token).digest();
+/** The bearer token of a request, or "". */
+function bearerOf(header: string | undefined): string {
+  return /^Bearer\s+(.+)$/i.exec(header ?? "")?.[1] ?? "";
+}
+
+/** Compares a token with an expected one in time independent of where they differ. */
+function tokenMatches(given: string, expected: string): boolean {
+  // Hashing both sides gives equal lengths, so the compare takes the same time for any input.
+  const a = createHash("sha256").update(given).digest();
+  const b = createHash("sha256").update(expected).digest();
+  return timingSafeEqual(a, b) && given !== "";
+}
+
+function installAuth(app: FastifyInstance, tokens: string[]): void {
   app.addHook("onRequest", async (request, reply) => {
     if (request.url === "/v1/health" || request.url.startsWith("/v1/health?")) return;
-    const header = request.headers.authorization ?? "";
-    const match = /^Bearer\s+(.+)$/i.exec(header);
-    // Hashing both sides gives equal lengths, so the compare takes the same time for any input.
-    const given = createHash("sha256")
-      .update(match?.[1] ?? "")
-      .digest();
-    if (!match || !timingSafeEqual(given, expected)) {
+    const given = bearerOf(request.headers.authorization);
+    // Every configured token is compared, so timing does not tell which one matched.
+    const matched = tokens.map((token) => tokenMatches(given, token)).some(Boolean);
+    if (!matched) {
       await reply
         .code(401)
         .header("www-authenticate", 'Bearer realm="sandbox"')
         .send(errorEnvelope("UNAUTHORIZED", "A valid bearer token is required."));
     }
   });
+}
+
+/** An onRequest hook for admin routes: needs the admin token; 403 when none is configured. */
+function adminGuard(adminToken: string | null) {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    if (!adminToken) {
+      await reply
+        .code(403)
+        .send(
+          errorEnvelope(
+            "FORBIDDEN",
+            "Admin routes are disabled: the server has no SANDBOX_ADMIN_TOKEN.",
+          ),
+        );
+      return;
+    }
+    if (!tokenMatches(bearerOf(request.headers.authorization), adminToken)) {
+      await reply.code(403).send(errorEnvelope("FORBIDDEN", "This route needs the admin token."));
+    }
+  };
 }
 
 const FASTIFY_CODES: Record<string, ErrorCode> = {

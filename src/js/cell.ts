@@ -39,6 +39,8 @@ export interface CompiledCell {
   readonly filename: string;
   /** Whether the last statement is an expression statement (else the result is `null`). */
   readonly hasResult: boolean;
+  /** Names the cell declares at its top level (they become globals of the session). */
+  readonly globals: readonly string[];
   /**
    * Maps a 1-based line and column of {@link script} to the user's source, or `null` when
    * the position is in code the compiler added. `unit` says how the given column counts
@@ -124,6 +126,7 @@ export function compileCell(
       script,
       filename,
       hasResult: transformed.hasResult,
+      globals: transformed.globals,
       originalPosition(line, column, unit = "utf16") {
         scriptMap ??= new TraceMap(edits.generateMap({ hires: true, source: filename }).toString());
         let column0 = Math.max(0, column - 1);
@@ -230,7 +233,7 @@ function transformProgram(
   source: string,
   edits: MagicString,
   skipTrailingBareVars: boolean,
-): { hasResult: boolean } {
+): { hasResult: boolean; globals: string[] } {
   const globals = new Set<string>();
   const functionExports: string[] = [];
   const body = program.body as AnyNode[];
@@ -278,7 +281,7 @@ function transformProgram(
   edits.prepend(WRAPPER_START);
   const hoisted = globals.size > 0 ? `var ${[...globals].join(", ")};` : "";
   edits.append(`\n})();${hoisted}`);
-  return { hasResult };
+  return { hasResult, globals: [...globals] };
 }
 
 function isBareVar(statement: AnyNode): boolean {
@@ -449,4 +452,10 @@ class LineIndex {
     }
     return i - start;
   }
+}
+
+/** Names a cell declares at its top level; empty when it does not compile. */
+export function declaredGlobals(code: string, language: JsLanguage): string[] {
+  const compiled = compileCell(code, language, "cell.js");
+  return compiled.ok ? [...compiled.cell.globals] : [];
 }

@@ -37,17 +37,25 @@ import {
   SNAPSHOT_VERSION,
 } from "../contract/types.ts";
 import { errorObject, isSandboxError, SandboxError } from "../errors.ts";
+import { declaredGlobals } from "../js/cell.ts";
+import { typecheckCell, typeOfJson } from "../js/typecheck.ts";
 import type { LanguageRuntime, RuntimeRunOutcome } from "../runtime/interface.ts";
 import type { RuntimeRegistry } from "../runtime/registry.ts";
 import { type Approval, ApprovalQueue } from "../tools/approvals.ts";
 import { ToolGateway } from "../tools/gateway.ts";
 import type { ToolRegistry } from "../tools/registry.ts";
+import { StubCache } from "../tools/stubs.ts";
+import { WorkspaceRegistry } from "../workspace.ts";
 import { assertWithinCeilings, mergeLimits } from "./limits.ts";
 
 /** Options of {@link SessionManager}. Times in ms. */
 export interface SessionManagerOptions {
   runtimes: RuntimeRegistry;
   tools: ToolRegistry;
+  /** The sessions' file workspaces; a destroyed session's is dropped (default: a new registry). */
+  workspaces?: WorkspaceRegistry;
+  /** Called with a session's id after it is destroyed or expires (tool packs free its state). */
+  onSessionDestroyed?: (sessionId: string) => void;
   /** Limits of a new session before its creator's requests (seed defaults unless configured). */
   defaults: SessionLimits;
   /** Highest value each limit may be asked for. */
@@ -112,6 +120,11 @@ interface SessionState {
   meta: SessionMeta;
   runtime: LanguageRuntime;
   allowedSideEffects: ReadonlySet<SideEffect>;
+  /** JavaScript/TypeScript cells run so far (bounded), for the type-checker's view of globals. */
+  cellHistory: { code: string; language: Language }[];
+  cellHistoryChars: number;
+  /** Input names bound in earlier runs (they stay globals). */
+  inputNames: Set<string>;
   running: RunState | null;
   queue: RunState[];
   runCount: number;
@@ -157,6 +170,7 @@ export class SessionManager {
   readonly #maxRetainedRuns: number;
   readonly #defaultLanguage: Language;
   readonly #allowedSideEffects: ReadonlySet<SideEffect>;
+  readonly #onSessionDestroyed: ((sessionId: string) => void) | undefined;
   readonly #sessions = new Map<SessionId, SessionState>();
   readonly #creating = new Map<SessionId, Promise<SessionState>>();
   readonly #runs = new Map<string, RunState>();
@@ -166,6 +180,10 @@ export class SessionManager {
   #closing = false;
   /** Tool calls waiting for a person (`GET /v1/approvals`). */
   readonly approvals: ApprovalQueue;
+  /** Typed declarations of the tools (`GET /v1/capabilities/stubs`, TypeScript type-checks). */
+  readonly stubs: StubCache;
+  /** The sessions' file workspaces. */
+  readonly workspaces: WorkspaceRegistry;
 
   /** @throws SandboxError `LIMIT_EXCEEDS_CEILING` when a default is above its ceiling. */
   constructor(options: SessionManagerOptions) {
@@ -181,6 +199,9 @@ export class SessionManager {
     this.#maxRetainedRuns = Math.max(0, options.maxRetainedRuns ?? 10_000);
     this.#defaultLanguage = options.defaultLanguage ?? "python";
     this.#allowedSideEffects = new Set(options.allowedSideEffects ?? SIDE_EFFECTS);
+    this.#onSessionDestroyed = options.onSessionDestroyed;
+    this.stubs = new StubCache(options.tools);
+    this.workspaces = options.workspaces ?? new WorkspaceRegistry();
     this.approvals = new ApprovalQueue({
       ttlMs: options.approvalTtlMs ?? 10 * 60_000,
       onPending: (approval) => this.#onApprovalPending(approval),
@@ -495,6 +516,9 @@ export class SessionManager {
             this.#allowedSideEffects.has(effect),
           ),
         ),
+        cellHistory: [],
+        cellHistoryChars: 0,
+        inputNames: new Set(),
         running: null,
         queue: [],
         runCount: 0,
@@ -529,7 +553,13 @@ export class SessionManager {
       );
     }
     session.running?.controller.abort(new SandboxError("RUN_CANCELLED", why));
+    this.workspaces.delete(session.meta.id);
     await session.runtime.destroySession(session.meta.id).catch(() => false);
+    try {
+      this.#onSessionDestroyed?.(session.meta.id);
+    } catch {
+      // A listener's failure must not keep the session alive.
+    }
   }
 
   #touch(session: SessionState): void {
@@ -594,6 +624,11 @@ export class SessionManager {
       }
     }
     gateway.settle();
+    if (run.validateOnly && run.language === "typescript" && outcome.status === "ok") {
+      outcome = await this.#typecheck(run, outcome);
+    } else if (!run.validateOnly && outcome.status !== "validation_error") {
+      this.#remember(run);
+    }
     const diagnostics: Diagnostic[] = [...outcome.diagnostics];
     let status: RunStatus = outcome.status;
     let error = outcome.error;
@@ -656,6 +691,72 @@ export class SessionManager {
       error,
       run_id: run.id,
       session_id: session.meta.id,
+    };
+  }
+
+  /** Keeps what the type-checker needs to know of a run that executed. */
+  #remember(run: RunState): void {
+    const session = run.session;
+    for (const name of Object.keys(run.inputs)) session.inputNames.add(name);
+    if (run.language !== "javascript" && run.language !== "typescript") return;
+    session.cellHistory.push({ code: run.code, language: run.language });
+    session.cellHistoryChars += run.code.length;
+    // Bounded: the oldest cells fall off (their globals are then unknown to the checker).
+    while (session.cellHistory.length > 200 || session.cellHistoryChars > 2_000_000) {
+      session.cellHistoryChars -= session.cellHistory.shift()!.code.length;
+    }
+  }
+
+  /** Type-checks a TypeScript cell for validate_only; type errors make it a validation_error. */
+  async #typecheck(run: RunState, outcome: RuntimeRunOutcome): Promise<RuntimeRunOutcome> {
+    const toolNames = new Set(this.#tools.names());
+    const globals: Record<string, string> = {};
+    const session = run.session;
+    for (const cell of session.cellHistory) {
+      if (cell.language !== "javascript" && cell.language !== "typescript") continue;
+      for (const name of declaredGlobals(cell.code, cell.language)) globals[name] = "any";
+    }
+    for (const name of session.inputNames) globals[name] = "any";
+    for (const [name, value] of Object.entries(run.inputs)) globals[name] = typeOfJson(value);
+    for (const name of Object.keys(globals)) {
+      if (
+        toolNames.has(name) ||
+        name === "tools" ||
+        name === "ToolError" ||
+        !/^[A-Za-z_$][\w$]*$/.test(name)
+      ) {
+        delete globals[name];
+      }
+    }
+    let found: Diagnostic[];
+    try {
+      found = await typecheckCell({
+        code: run.code,
+        stubs: await this.stubs.get("typescript"),
+        globals,
+      });
+    } catch (error) {
+      return {
+        ...outcome,
+        diagnostics: [
+          ...outcome.diagnostics,
+          {
+            severity: "warning",
+            code: "TYPECHECK_UNAVAILABLE",
+            message: `Types were not checked: ${error instanceof Error ? error.message : String(error)}`,
+            hint: null,
+            span: null,
+          },
+        ],
+      };
+    }
+    if (found.length === 0) return outcome;
+    const first = found[0]!;
+    return {
+      ...outcome,
+      status: "validation_error",
+      error: errorObject("TYPE_ERROR", first.message, { span: first.span }),
+      diagnostics: [...found, ...outcome.diagnostics],
     };
   }
 

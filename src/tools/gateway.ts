@@ -279,18 +279,7 @@ export class ToolGateway implements ToolBridge {
         `'${name}' runs at most ${capability.limits.concurrency} calls at once; no slot freed within ${Math.round(timeoutMs)} ms.`,
       );
     }
-    try {
-      return await this.#invoke(
-        entry,
-        name,
-        args,
-        kwargs,
-        controller,
-        timeoutMs - (performance.now() - waitStarted),
-      );
-    } finally {
-      release();
-    }
+    return this.#invoke(entry, name, args, kwargs, controller, timeoutMs - (performance.now() - waitStarted), release);
   }
 
   async #approve(
@@ -382,8 +371,10 @@ export class ToolGateway implements ToolBridge {
     kwargs: JsonObject,
     controller: AbortController,
     timeoutMs: number,
+    release: () => void,
   ): Promise<unknown> {
     let timer: NodeJS.Timeout | undefined;
+    let handlerSettled = false;
     try {
       const timedOut = new Promise<"timeout">((resolve) => {
         timer = setTimeout(() => resolve("timeout"), Math.max(0, timeoutMs));
@@ -392,23 +383,27 @@ export class ToolGateway implements ToolBridge {
         if (controller.signal.aborted) resolve("aborted");
         controller.signal.addEventListener("abort", () => resolve("aborted"), { once: true });
       });
-      const outcome = await Promise.race([
-        entry.tool
-          .call({
-            name,
-            args,
-            kwargs,
-            session_id: this.#options.sessionId,
-            run_id: this.#options.runId,
-            signal: controller.signal,
-          })
-          .then(
-            (value) => ({ value }),
-            (error: unknown) => ({ error }),
-          ),
-        timedOut,
-        aborted,
-      ]);
+      const handled = entry.tool
+        .call({
+          name,
+          args,
+          kwargs,
+          session_id: this.#options.sessionId,
+          run_id: this.#options.runId,
+          signal: controller.signal,
+        })
+        .then(
+          (value) => ({ value }),
+          (error: unknown) => ({ error }),
+        );
+      // The concurrency slot is held while the handler runs, even past the call's timeout
+      // (it still loads whatever the tool talks to) — but not forever: a handler that ignores
+      // its abort signal gets one more timeout_ms.
+      void handled.then(() => {
+        handlerSettled = true;
+        release();
+      });
+      const outcome = await Promise.race([handled, timedOut, aborted]);
       if (outcome === "timeout") {
         controller.abort(new Error("tool call timed out"));
         throw new CallFailure(
@@ -428,6 +423,7 @@ export class ToolGateway implements ToolBridge {
       return outcome.value ?? null;
     } finally {
       clearTimeout(timer);
+      if (!handlerSettled) setTimeout(release, entry.tool.capability.limits.timeout_ms).unref();
     }
   }
 

@@ -93,6 +93,8 @@ export interface RegisteredTool {
   readonly capability: Capability;
   /** Seed: `async_mode`. */
   readonly asyncMode: boolean;
+  /** `"remote"` for tools registered over HTTP (an endpoint), else local (default). */
+  readonly origin?: "local" | "remote";
   /** Runs the handler. Rejections are the handler's own (a {@link ToolError} or anything else). */
   call(context: ToolCallContext): Promise<JsonValue | undefined>;
 }

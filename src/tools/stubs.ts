@@ -20,6 +20,7 @@
  */
 import { compile } from "json-schema-to-typescript";
 import type { Capability, JsonValue } from "../contract/types.ts";
+import type { ToolRegistry } from "./registry.ts";
 
 type Schema = { [key: string]: unknown };
 
@@ -333,4 +334,30 @@ export function pythonStubs(capabilities: readonly Capability[]): string {
     ...classes,
     ...functions,
   ].join("\n");
+}
+
+/** Stubs of a registry, regenerated only when its tools change. */
+export class StubCache {
+  readonly #registry: ToolRegistry;
+  readonly #cache = new Map<
+    "typescript" | "python",
+    { version: number; source: Promise<string> }
+  >();
+
+  constructor(registry: ToolRegistry) {
+    this.#registry = registry;
+  }
+
+  /** The stubs for `language` of the tools registered now. */
+  get(language: "typescript" | "python"): Promise<string> {
+    const cached = this.#cache.get(language);
+    if (cached && cached.version === this.#registry.version) return cached.source;
+    const capabilities = this.#registry.capabilities();
+    const source =
+      language === "python"
+        ? Promise.resolve(pythonStubs(capabilities))
+        : typescriptStubs(capabilities);
+    this.#cache.set(language, { version: this.#registry.version, source });
+    return source;
+  }
 }
