@@ -73,6 +73,33 @@ export interface ServerConfig {
   capabilities: PluginConfig[];
   /** pino level: `fatal`…`trace` or `silent` (default `info`; env `SANDBOX_LOG_LEVEL`). */
   logLevel: string;
+  /**
+   * Directory of the server's data: snapshots under `snapshots/` (default `.data` in the
+   * working directory; env `SANDBOX_DATA_DIR`; in a file, relative to the file).
+   */
+  dataDir: string;
+  /**
+   * Key snapshots are signed (HMAC-SHA256) and checked with; hosts that exchange snapshots
+   * share it (env `SANDBOX_SNAPSHOT_KEY`: 64 hex digits, or any text of 32+ characters).
+   * `null`: a random key per process, so snapshots restore only in the process that took them.
+   */
+  snapshotKey: string | null;
+  /** Restore unsigned snapshots — insecure (default false; env `SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS=1`). */
+  allowUnsignedSnapshots: boolean;
+  /** Largest snapshot written, uploaded or restored (default 128 MiB; env `SANDBOX_MAX_SNAPSHOT_BYTES`). */
+  maxSnapshotBytes: number;
+  /** Most bytes the snapshot store holds (default 4 GiB; env `SANDBOX_SNAPSHOT_STORE_BYTES`). */
+  snapshotStoreBytes: number;
+  /** Age at which stored snapshots are collected (default 7 days; env `SANDBOX_SNAPSHOT_TTL_MS`). */
+  snapshotTtlMs: number;
+  /**
+   * Idle time after which a session hibernates to the snapshot store; `null` never
+   * (default 5 min; env `SANDBOX_HIBERNATE_AFTER_MS`, `off` for never). With hibernation on,
+   * reaching `maxSessions` hibernates the least recently used idle session instead of refusing.
+   */
+  hibernateAfterMs: number | null;
+  /** RSS of the server process above which idle sessions hibernate; `null` never (default; env `SANDBOX_HIBERNATE_ABOVE_RSS_BYTES`). */
+  hibernateAboveRssBytes: number | null;
 }
 
 const REPOSITORY_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -109,7 +136,29 @@ export function defaultConfig(): ServerConfig {
     runtimes: [{ module: resolve(REPOSITORY_ROOT, "runtimes/quickjs/index.ts"), options: {} }],
     capabilities: [{ module: resolve(REPOSITORY_ROOT, "capabilities/kv/index.ts"), options: {} }],
     logLevel: "info",
+    dataDir: resolve(".data"),
+    snapshotKey: null,
+    allowUnsignedSnapshots: false,
+    maxSnapshotBytes: 128 * 1_048_576,
+    snapshotStoreBytes: 4 * 1_073_741_824,
+    snapshotTtlMs: 7 * 86_400_000,
+    hibernateAfterMs: 5 * 60_000,
+    hibernateAboveRssBytes: null,
   };
+}
+
+/**
+ * The snapshot key's bytes: 64 hex digits are taken as 32 bytes, other text as its UTF-8.
+ * @throws ConfigError for a key shorter than 32 characters.
+ */
+export function snapshotKeyBytes(key: string): Uint8Array {
+  if (/^[0-9a-fA-F]{64}$/.test(key)) return new Uint8Array(Buffer.from(key, "hex"));
+  if (key.length < 32) {
+    throw new ConfigError(
+      "SANDBOX_SNAPSHOT_KEY must be 64 hex digits or at least 32 characters of text.",
+    );
+  }
+  return new Uint8Array(Buffer.from(key, "utf8"));
 }
 
 const pluginSchema = {
@@ -156,6 +205,14 @@ export const configFileSchema = {
       type: "string",
       enum: ["fatal", "error", "warn", "info", "debug", "trace", "silent"],
     },
+    dataDir: { type: "string", minLength: 1 },
+    snapshotKey: { type: ["string", "null"] },
+    allowUnsignedSnapshots: { type: "boolean" },
+    maxSnapshotBytes: { type: "integer", minimum: 1_024 },
+    snapshotStoreBytes: { type: "integer", minimum: 1_024 },
+    snapshotTtlMs: { type: "integer", minimum: 1_000 },
+    hibernateAfterMs: { type: ["integer", "null"], minimum: 1_000 },
+    hibernateAboveRssBytes: { type: ["integer", "null"], minimum: 1_048_576 },
   },
 } as const;
 
@@ -176,6 +233,10 @@ const INTEGER_ENV: readonly [string, keyof ServerConfig][] = [
   ["SANDBOX_RUN_RETENTION_MS", "runRetentionMs"],
   ["SANDBOX_MAX_RETAINED_RUNS", "maxRetainedRuns"],
   ["SANDBOX_APPROVAL_TTL_MS", "approvalTtlMs"],
+  ["SANDBOX_MAX_SNAPSHOT_BYTES", "maxSnapshotBytes"],
+  ["SANDBOX_SNAPSHOT_STORE_BYTES", "snapshotStoreBytes"],
+  ["SANDBOX_SNAPSHOT_TTL_MS", "snapshotTtlMs"],
+  ["SANDBOX_HIBERNATE_ABOVE_RSS_BYTES", "hibernateAboveRssBytes"],
 ];
 
 /**
@@ -203,6 +264,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     };
     Object.assign(config, {
       ...input,
+      dataDir: input.dataDir === undefined ? config.dataDir : resolve(base, input.dataDir),
       defaults: { ...config.defaults, ...input.defaults },
       ceilings: { ...config.ceilings, ...input.ceilings },
       runtimes:
@@ -234,6 +296,34 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
       );
     }
     config.allowedSideEffects = listed as SideEffect[];
+  }
+  if (env.SANDBOX_DATA_DIR) config.dataDir = resolve(env.SANDBOX_DATA_DIR);
+  if (env.SANDBOX_SNAPSHOT_KEY !== undefined) {
+    config.snapshotKey = env.SANDBOX_SNAPSHOT_KEY === "" ? null : env.SANDBOX_SNAPSHOT_KEY;
+  }
+  if (config.snapshotKey !== null) snapshotKeyBytes(config.snapshotKey);
+  if (
+    env.SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS !== undefined &&
+    env.SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS !== ""
+  ) {
+    const raw = env.SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS;
+    if (!["0", "1", "true", "false"].includes(raw)) {
+      throw new ConfigError(`SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS must be 1 or 0, not '${raw}'.`);
+    }
+    config.allowUnsignedSnapshots = raw === "1" || raw === "true";
+  }
+  const hibernate = env.SANDBOX_HIBERNATE_AFTER_MS;
+  if (hibernate !== undefined && hibernate !== "") {
+    if (hibernate === "off") config.hibernateAfterMs = null;
+    else {
+      const value = Number(hibernate);
+      if (!Number.isInteger(value) || value < 1_000) {
+        throw new ConfigError(
+          `SANDBOX_HIBERNATE_AFTER_MS must be 'off' or an integer of at least 1000, not '${hibernate}'.`,
+        );
+      }
+      config.hibernateAfterMs = value;
+    }
   }
   for (const [name, key] of INTEGER_ENV) {
     const raw = env[name];

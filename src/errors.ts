@@ -338,7 +338,81 @@ export const ERROR_CODES = {
   SNAPSHOT_NOT_SUPPORTED: {
     http: 501,
     scope: "http",
-    meaning: "The session's backend cannot snapshot or restore yet.",
+    meaning:
+      "The session cannot be snapshotted: its backend supports neither a journal replay nor an image.",
+  },
+  SNAPSHOT_NOT_FOUND: {
+    http: 404,
+    scope: "http",
+    meaning: "No snapshot with this id is in the store.",
+  },
+  SNAPSHOT_INVALID: {
+    http: 400,
+    scope: "http",
+    meaning:
+      "The bytes are not a snapshot (no SANDSNAP magic) or its header or payload cannot be read.",
+  },
+  SNAPSHOT_TRUNCATED: {
+    http: 400,
+    scope: "http",
+    meaning: "The snapshot's bytes end before its declared lengths.",
+  },
+  SNAPSHOT_TAMPERED: {
+    http: 400,
+    scope: "http",
+    meaning: "The snapshot's bytes do not match its SHA3-256 digest: altered or corrupted.",
+  },
+  SNAPSHOT_SIGNATURE_INVALID: {
+    http: 400,
+    scope: "http",
+    meaning:
+      "The snapshot's HMAC does not verify with this server's SANDBOX_SNAPSHOT_KEY (signed with another key).",
+  },
+  SNAPSHOT_UNSIGNED: {
+    http: 400,
+    scope: "http",
+    meaning:
+      "The snapshot is unsigned and this server restores unsigned snapshots only with SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS=1.",
+  },
+  SNAPSHOT_VERSION_UNSUPPORTED: {
+    http: 400,
+    scope: "http",
+    meaning: "The snapshot's format version is not this server's SNAPSHOT_VERSION.",
+  },
+  SNAPSHOT_INCOMPATIBLE: {
+    http: 409,
+    scope: "http",
+    meaning: "No backend here restores this snapshot's language or state kind.",
+  },
+  SNAPSHOT_BUILD_MISMATCH: {
+    http: 409,
+    scope: "http",
+    meaning:
+      "The snapshot holds only an image, taken on another engine build than this server's; images restore only into the same build.",
+  },
+  SNAPSHOT_DIVERGED: {
+    http: 409,
+    scope: "http",
+    meaning:
+      "Replaying the journal went another way than the original (a tool call the journal lacks, or another result); nothing was restored.",
+  },
+  SNAPSHOT_TOO_LARGE: {
+    http: 413,
+    scope: "http",
+    meaning:
+      "The snapshot is larger than the server's maxSnapshotBytes, or its payload inflates past it.",
+  },
+  SNAPSHOT_IN_USE: {
+    http: 409,
+    scope: "http",
+    meaning:
+      "The snapshot holds a hibernated session; destroy the session (or wake it with a run) first.",
+  },
+  SNAPSHOT_STORE_FULL: {
+    http: 507,
+    scope: "http",
+    meaning:
+      "The snapshot store holds its maximum bytes; delete snapshots or wait for their expiry.",
   },
 } as const satisfies Record<string, ErrorCodeInfo>;
 

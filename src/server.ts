@@ -4,15 +4,23 @@
  *
  * @module
  */
+import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
-import { importableSpecifier, type PluginConfig, type ServerConfig } from "./config.ts";
+import {
+  importableSpecifier,
+  type PluginConfig,
+  type ServerConfig,
+  snapshotKeyBytes,
+} from "./config.ts";
 import { SandboxError } from "./errors.ts";
 import { buildApp } from "./http/app.ts";
 import { isPlugin, type Plugin, type PluginHost } from "./plugins.ts";
 import { RuntimeRegistry } from "./runtime/registry.ts";
 import { SessionManager } from "./session/manager.ts";
+import { FsSnapshotStore } from "./snapshot/store.ts";
 import { ToolRegistry } from "./tools/registry.ts";
 import { WorkspaceRegistry } from "./workspace.ts";
 
@@ -100,6 +108,21 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     defaultLanguage: config.defaultLanguage,
     allowedSideEffects: config.allowedSideEffects,
     approvalTtlMs: config.approvalTtlMs,
+    snapshots: {
+      store: new FsSnapshotStore({
+        directory: join(config.dataDir, "snapshots"),
+        maxBytes: config.snapshotStoreBytes,
+        ttlMs: config.snapshotTtlMs,
+      }),
+      key:
+        config.snapshotKey === null
+          ? new Uint8Array(randomBytes(32))
+          : snapshotKeyBytes(config.snapshotKey),
+      allowUnsigned: config.allowUnsignedSnapshots,
+      bounds: { maxSnapshotBytes: config.maxSnapshotBytes },
+      hibernateAfterMs: config.hibernateAfterMs,
+      hibernateAboveRssBytes: config.hibernateAboveRssBytes,
+    },
   });
   const app = await buildApp({
     manager,
@@ -110,7 +133,13 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     bodyLimitBytes: config.bodyLimitBytes,
     logger: config.logLevel === "silent" ? false : { level: config.logLevel },
     version: VERSION,
+    snapshotBodyLimitBytes: config.maxSnapshotBytes,
   });
+  if (config.snapshotKey === null) {
+    app.log.warn(
+      "SANDBOX_SNAPSHOT_KEY is not set: snapshots are signed with a random key of this process and restore nowhere else.",
+    );
+  }
   let closed = false;
   return {
     config,

@@ -116,7 +116,7 @@ export class Workspace {
   write(
     path: string,
     content: Uint8Array | string,
-    options: { readOnly?: boolean; force?: boolean } = {},
+    options: { readOnly?: boolean; force?: boolean; modifiedAt?: number } = {},
   ): string {
     const key = this.normalize(path);
     if (key === "")
@@ -160,7 +160,7 @@ export class Workspace {
     this.#files.set(key, {
       content: bytes.slice(),
       readOnly: options.readOnly ?? false,
-      modifiedAt: Date.now(),
+      modifiedAt: options.modifiedAt ?? Date.now(),
     });
     this.#bytes = total;
     return key;
@@ -259,6 +259,11 @@ export class WorkspaceRegistry {
       this.#workspaces.set(sessionId, workspace);
     }
     return workspace;
+  }
+
+  /** A new empty workspace under this registry's limits, not yet any session's (restore fills it). */
+  blank(): Workspace {
+    return new Workspace(this.#limits);
   }
 
   /** Whether a session has a workspace. */

@@ -20,6 +20,7 @@
 import type { QuickJSContext, QuickJSRuntime } from "quickjs-emscripten-core";
 import {
   type CompiledCell,
+  canRestoreWith,
   compileCell,
   errorObject,
   GUEST_PRELUDE,
@@ -132,15 +133,21 @@ export class QuickJsEngine implements LanguageRuntime {
   }
 
   async snapshotSession(_sessionId: SessionId): Promise<Uint8Array> {
-    throw new SandboxError("SNAPSHOT_NOT_SUPPORTED", "QuickJS sessions cannot be snapshotted yet.");
+    throw new SandboxError(
+      "SNAPSHOT_NOT_SUPPORTED",
+      "QuickJS makes no image of a session; its snapshots are journals (docs/snapshots.md).",
+    );
   }
 
   async restoreSession(_snapshot: Uint8Array, _sessionId?: SessionId): Promise<SessionId> {
-    throw new SandboxError("SNAPSHOT_NOT_SUPPORTED", "QuickJS sessions cannot be restored yet.");
+    throw new SandboxError(
+      "SNAPSHOT_NOT_SUPPORTED",
+      "QuickJS restores no image; the session manager replays a snapshot's journal instead.",
+    );
   }
 
-  canRestoreSnapshot(_snapshot: Uint8Array): boolean {
-    return false;
+  canRestoreSnapshot(snapshot: Uint8Array): boolean {
+    return canRestoreWith(this.info, snapshot);
   }
 
   async close(): Promise<void> {
@@ -352,11 +359,15 @@ function installPrelude(context: QuickJSContext, holder: { session: Session | nu
   const clearTimer = context.newFunction("clearTimer", (id) => {
     holder.session?.activeRun?.clearTimer(context.getNumber(id));
   });
+  const now = context.newFunction("now", () =>
+    context.newNumber(holder.session?.activeRun?.now() ?? Date.now()),
+  );
   for (const [name, fn] of [
     ["print", print],
     ["call", call],
     ["setTimer", setTimer],
     ["clearTimer", clearTimer],
+    ["now", now],
   ] as const) {
     context.setProp(host, name, fn);
     fn.dispose();
@@ -367,7 +378,7 @@ function installPrelude(context: QuickJSContext, holder: { session: Session | nu
   host.dispose();
   const get = (name: string) => context.getProp(self, name);
   return {
-    setInputs: get("setInputs"),
+    beginRun: get("beginRun"),
     syncTools: get("syncTools"),
     encodeResult: get("encodeResult"),
     describeError: get("describeError"),

@@ -94,7 +94,7 @@ export function quickJsInfo(variant: string = DEFAULT_VARIANT): RuntimeInfo {
         note: "QuickJS stack bytes = (depth + 24) × 192; a simple recursive function gets about depth + 20 frames, frames with many locals fewer; capped at 1 MiB (~5,400 frames)",
       },
     },
-    snapshotKinds: [],
+    snapshotKinds: ["journal"],
   };
 }
 

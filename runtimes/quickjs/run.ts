@@ -26,6 +26,7 @@ import {
   OutputCapture,
   RESULT_ISSUE_SEPARATOR,
   RESULT_ISSUES_SEPARATOR,
+  RunClock,
   type RunStatus,
   type RuntimeRunOutcome,
   type RuntimeRunRequest,
@@ -57,7 +58,7 @@ export function stackBytes(maxStackDepth: number): number {
 
 /** Internals the prelude returned, as handles. */
 export interface Internals {
-  setInputs: QuickJSHandle;
+  beginRun: QuickJSHandle;
   syncTools: QuickJSHandle;
   encodeResult: QuickJSHandle;
   describeError: QuickJSHandle;
@@ -113,6 +114,7 @@ export class ActiveRun {
   readonly #timers = new Map<number, NodeJS.Timeout>();
   readonly #firedTimers: number[] = [];
   readonly #onAbort: () => void;
+  readonly #clock: RunClock;
   #callsStarted = 0;
   #timersArmed = 0;
   #cpuUsedMs = 0;
@@ -140,6 +142,7 @@ export class ActiveRun {
     this.#wallDeadline = performance.now() + request.limits.wall_ms;
     this.#cpuLimitMs = request.limits.cpu_ms;
     this.#onAbort = () => this.stop("cancelled");
+    this.#clock = new RunClock(request.determinism);
     request.signal.addEventListener("abort", this.#onAbort, { once: true });
     if (request.signal.aborted) this.#stopReason = "cancelled";
     session.instance.memory.reset();
@@ -175,8 +178,12 @@ export class ActiveRun {
     const { context, internals } = this.#session;
     this.#syncTools();
     const inputsJson = JSON.stringify(this.#request.inputs);
-    const inputsError =
-      inputsJson === "{}" ? null : this.#callInternal(internals.setInputs, inputsJson);
+    const inputsError = this.#callInternal(
+      internals.beginRun,
+      this.#clock.seedText,
+      true,
+      inputsJson === "{}" ? "" : inputsJson,
+    );
     if (inputsError !== null && inputsError !== "") {
       return validationOutcome(errorObject("INVALID_INPUT", inputsError));
     }
@@ -290,6 +297,14 @@ export class ActiveRun {
     } catch {
       this.mustReset = true;
     }
+  }
+
+  /**
+   * Host binding: the clock guest code reads (see RunClock). Answers even once the run is
+   * closed, so encoding a result that reads the clock replays the same.
+   */
+  now(): number {
+    return this.#clock.now();
   }
 
   /** Host binding: print. Dropped once the run is closed. */
@@ -608,7 +623,12 @@ export class ActiveRun {
     }
     const toolCode = described.name === "ToolError" && described.code ? described.code : null;
     const status = toolCode ? runStatusForToolError(toolCode) : "runtime_error";
-    return this.#outcome(status, null, errorObject(toolCode ?? "RUNTIME_ERROR", headline, { span: where }), false);
+    return this.#outcome(
+      status,
+      null,
+      errorObject(toolCode ?? "RUNTIME_ERROR", headline, { span: where }),
+      false,
+    );
   }
 
   #stopped(): RuntimeRunOutcome {
@@ -694,6 +714,7 @@ export class ActiveRun {
       instructions: 0,
       cpuMs: Math.round(this.#cpuUsedMs),
       sessionReset,
+      clock: this.#clock.record,
     };
   }
 }

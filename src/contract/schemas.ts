@@ -316,7 +316,11 @@ export const sessionInfoSchema = {
     limits: { $ref: "SessionLimits#" },
     snapshot_version: { type: "integer" },
     runtime: { type: "string", description: "Extension: backend id." },
-    state: { type: "string", enum: ["idle", "running"], description: "Extension." },
+    state: {
+      type: "string",
+      enum: ["idle", "running", "hibernated"],
+      description: "Extension. hibernated: kept in the snapshot store; its next run restores it.",
+    },
     queued_runs: {
       type: "integer",
       description: "Extension: runs waiting behind the current one.",
@@ -394,6 +398,92 @@ export const errorEnvelopeSchema = {
   },
 } as const;
 
+const snapshotIdSchema = {
+  type: "string",
+  pattern: "^[0-9a-f]{64}$",
+  description: "SHA3-256 of the snapshot's bytes (hex).",
+} as const;
+
+/** Schema of a snapshot's description (`POST /v1/sessions/{id}/snapshot`, uploads). */
+export const snapshotInfoSchema = {
+  $id: "SnapshotInfo",
+  type: "object",
+  required: [
+    "snapshot_id",
+    "session_id",
+    "bytes",
+    "backend",
+    "engine",
+    "language",
+    "kinds",
+    "created_at",
+    "journal_runs",
+  ],
+  properties: {
+    snapshot_id: snapshotIdSchema,
+    session_id: { type: "string", description: "The session it was taken of." },
+    bytes: { type: "integer", description: "Size of the snapshot's bytes." },
+    backend: { type: "string" },
+    engine: { type: "string", description: "Exact engine build it was taken on." },
+    language: languageSchema,
+    kinds: {
+      type: "array",
+      items: { type: "string", enum: ["journal", "image"] },
+      description: "State it holds: a journal (portable) and/or an image (same build only).",
+    },
+    created_at: { type: "integer", description: "Unix epoch ms." },
+    journal_runs: { type: "integer", description: "Runs in its journal." },
+  },
+} as const;
+
+/** Schema of `POST /v1/sessions/restore` with a JSON body. */
+export const restoreRequestSchema = {
+  $id: "RestoreRequest",
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    snapshot_id: { ...snapshotIdSchema, description: "A stored snapshot (or give `snapshot`)." },
+    snapshot: {
+      type: "string",
+      contentEncoding: "base64",
+      description: "The snapshot's bytes, base64 (or give `snapshot_id`).",
+    },
+    session_id: {
+      type: "string",
+      description: "Id of the restored session; default the original's.",
+    },
+    runtime: { type: "string", description: "Backend to restore into; default the snapshot's." },
+  },
+} as const;
+
+/** Schema of what a restore answers. */
+export const restoreInfoSchema = {
+  $id: "RestoreInfo",
+  type: "object",
+  required: [
+    "session",
+    "snapshot_id",
+    "restored_from",
+    "runtime",
+    "replayed_runs",
+    "files",
+    "duration_ms",
+  ],
+  properties: {
+    session: { $ref: "SessionInfo#" },
+    snapshot_id: snapshotIdSchema,
+    restored_from: {
+      type: "string",
+      enum: ["journal", "image"],
+      description: "image: the backend loaded it; journal: its runs were replayed.",
+    },
+    runtime: { type: "string" },
+    replayed_runs: { type: "integer" },
+    files: { type: "integer", description: "Workspace files restored." },
+    duration_ms: { type: "number" },
+  },
+} as const;
+
 /** Every schema with an `$id`, to register with ajv/fastify before routes refer to them. */
 export const SHARED_SCHEMAS = [
   approvalSchema,
@@ -407,4 +497,7 @@ export const SHARED_SCHEMAS = [
   sessionInfoSchema,
   capabilitySchema,
   errorEnvelopeSchema,
+  snapshotInfoSchema,
+  restoreRequestSchema,
+  restoreInfoSchema,
 ] as const;

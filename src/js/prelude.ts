@@ -34,12 +34,18 @@ export interface GuestHostBindings {
   setTimer(delayMs: number): number;
   /** Disarms a timer. */
   clearTimer(id: number): void;
+  /** The clock guest code reads (`Date.now()`, `new Date()`), in epoch ms: recorded or replayed by the host. */
+  now(): number;
 }
 
 /** Functions the prelude returns to the backend. Arguments and answers are strings or numbers. */
 export interface GuestInternals {
-  /** Binds `{"name": value}` (JSON text) as globals; answers `""` or an error message. */
-  setInputs(inputsJson: string): string;
+  /**
+   * Starts a run: seeds `Math.random` with `seed` ("a,b,c,d", unsigned 32-bit integers) and,
+   * when `inputsJson` is not empty, binds `{"name": value}` as globals. Answers `""` or an
+   * error message naming the input that cannot be bound.
+   */
+  beginRun(seed: string, inputsJson: string): string;
   /** Makes `tools.<name>` and the global `<name>` exist for these names (JSON array text). */
   syncTools(namesJson: string): void;
   /**
@@ -111,6 +117,8 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
   const mapDelete = (map, key) => apply(mapDeleteFn, map, [key]);
   const mapHas = (map, key) => apply(mapHasFn, map, [key]);
   const hostPrint = host.print;
+  const hostNow = host.now;
+  const construct = Reflect.construct;
   function print(stream, text) {
     if (text.indexOf("\u0000") >= 0) hostPrint(stream + 2, stringify(text));
     else hostPrint(stream, text);
@@ -124,6 +132,44 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
   if (typeof ArrayBuffer.prototype.resize === "function") delete ArrayBuffer.prototype.resize;
 
   function quote(text) { return stringify(text); }
+
+  // The clock and randomness are the host's, so a journal can replay a run exactly: Date reads
+  // the host's clock (recorded, or replayed); Math.random is sfc32 seeded by the host per run.
+  const RealDate = Date;
+  const realDateToString = RealDate.prototype.toString;
+  function PinnedDate(a, b, c, d, e, f, g) {
+    if (new.target === undefined) return apply(realDateToString, construct(RealDate, [hostNow()]), []);
+    if (arguments.length === 0) return construct(RealDate, [hostNow()], new.target);
+    return construct(RealDate, arrayFrom(arguments), new.target);
+  }
+  PinnedDate.prototype = RealDate.prototype;
+  defineProperty(RealDate.prototype, "constructor", { value: PinnedDate, writable: true, configurable: true });
+  defineProperty(PinnedDate, "name", { value: "Date" });
+  PinnedDate.now = function now() { return hostNow(); };
+  PinnedDate.parse = RealDate.parse;
+  PinnedDate.UTC = RealDate.UTC;
+  defineProperty(G, "Date", { value: PinnedDate, writable: true, configurable: true });
+
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  function sfc32() {
+    const t = (((s0 + s1) | 0) + s3) | 0;
+    s3 = (s3 + 1) | 0;
+    s0 = s1 ^ (s1 >>> 9);
+    s1 = (s2 + (s2 << 3)) | 0;
+    s2 = (s2 << 21) | (s2 >>> 11);
+    s2 = (s2 + t) | 0;
+    return t >>> 0;
+  }
+  defineProperty(Math, "random", {
+    value: function random() { return ((sfc32() >>> 5) * 67108864 + (sfc32() >>> 6)) / 9007199254740992; },
+    writable: true,
+    configurable: true,
+  });
+  function seedRandom(text) {
+    const parts = text.split(",");
+    s0 = Number(parts[0]) | 0; s1 = Number(parts[1]) | 0; s2 = Number(parts[2]) | 0; s3 = Number(parts[3]) | 0;
+    for (let i = 0; i < 12; i++) sfc32();
+  }
 
   function inspect(value, depth, seen) {
     switch (typeof value) {
@@ -342,7 +388,9 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
     pendingCalls = new MapCtor();
   }
 
-  function setInputs(inputsJson) {
+  function beginRun(seed, inputsJson) {
+    seedRandom(seed);
+    if (inputsJson === "") return "";
     const inputs = parse(inputsJson);
     const keys = objectKeys(inputs);
     for (let i = 0; i < keys.length; i++) {
@@ -461,5 +509,5 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
     }
   }
 
-  return { setInputs, syncTools, encodeResult, describeError, settleCall, fireTimer, resetRun };
+  return { beginRun, syncTools, encodeResult, describeError, settleCall, fireTimer, resetRun };
 })`;

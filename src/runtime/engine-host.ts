@@ -77,6 +77,7 @@ export function serveEngine(
         validateOnly: run.validateOnly,
         tools: bridgeFor(run),
         signal: controller.signal,
+        ...(run.determinism ? { determinism: run.determinism } : {}),
         ...(flags && slot !== null
           ? { cancelRequested: () => Atomics.load(flags, slot) !== 0 }
           : {}),

@@ -9,7 +9,7 @@
  * @module
  */
 import type { JsonObject, Language, SessionId, SessionLimits } from "../contract/types.ts";
-import type { RuntimeRunOutcome, ToolCallReply } from "./interface.ts";
+import type { RunDeterminism, RuntimeRunOutcome, ToolCallReply } from "./interface.ts";
 
 /** A run as it crosses to the worker: the runtime request minus what cannot be cloned. */
 export interface WireRunRequest {
@@ -24,6 +24,7 @@ export interface WireRunRequest {
   toolsVersion: number;
   /** Index of the run's flag in the worker's shared cancel buffer, when it has one. */
   cancelSlot: number | null;
+  determinism: RunDeterminism | null;
 }
 
 /** Server → worker. Requests carry an id the worker answers with a {@link EngineResponse}. */

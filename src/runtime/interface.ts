@@ -84,10 +84,24 @@ export interface RuntimeRunRequest {
   /** Aborted when the run is cancelled; the backend ends it with status `cancelled`. */
   signal: AbortSignal;
   /**
+   * The run's sources of nondeterminism, for journals (see src/snapshot/journal.ts): the seed
+   * of `Math.random`, and when replaying, the clock values guest code must read (in order).
+   * Absent: the backend seeds freshly and reads the real clock.
+   */
+  determinism?: RunDeterminism;
+  /**
    * Polled while guest code runs synchronously, when the transport cannot deliver `signal`'s
    * abort event meanwhile (a worker thread busy in guest code reads a shared flag here).
    */
   cancelRequested?: () => boolean;
+}
+
+/** Seed and clock of a run (see {@link RuntimeRunRequest.determinism}). */
+export interface RunDeterminism {
+  /** Four unsigned 32-bit integers. */
+  seed: [number, number, number, number];
+  /** Clock values to return, in order (replay); null reads the real clock (and records it). */
+  clock: number[] | null;
 }
 
 /** What a backend reports about a finished run. The manager adds calls, ids and timings. */
@@ -106,6 +120,12 @@ export interface RuntimeRunOutcome {
   cpuMs: number;
   /** The session's state was discarded (memory exhausted, engine crash); it stays usable, empty. */
   sessionReset: boolean;
+  /**
+   * Clock values guest code read, in order, when the backend pins the clock (backends whose
+   * `snapshotKinds` include "journal"); `complete` is false when more were read than could be
+   * recorded, or a replay read past the recorded ones.
+   */
+  clock?: { values: number[]; complete: boolean };
 }
 
 /**

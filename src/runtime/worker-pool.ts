@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { type Worker, type WorkerOptions, Worker as WorkerThread } from "node:worker_threads";
 import type { Diagnostic, Language, SessionId, SessionLimits } from "../contract/types.ts";
 import { errorObject, isErrorCode, SandboxError } from "../errors.ts";
+import { canRestoreWith } from "../snapshot/snapshots.ts";
 import {
   CANCEL_SLOTS,
   type EngineMessage,
@@ -225,6 +226,7 @@ export class WorkerPoolRuntime implements LanguageRuntime {
       toolNames: request.tools.names,
       toolsVersion: request.tools.version,
       cancelSlot: slot,
+      determinism: request.determinism ?? null,
     };
     const onAbort = () => {
       if (slot !== null && worker.flags) Atomics.store(worker.flags, slot, 1);
@@ -312,12 +314,12 @@ export class WorkerPoolRuntime implements LanguageRuntime {
   async restoreSession(_snapshot: Uint8Array, _sessionId?: SessionId): Promise<SessionId> {
     throw new SandboxError(
       "SNAPSHOT_NOT_SUPPORTED",
-      `${this.info.id} sessions cannot be restored yet.`,
+      `${this.info.id} restores no image through a worker pool; the session manager replays a snapshot's journal instead.`,
     );
   }
 
-  canRestoreSnapshot(_snapshot: Uint8Array): boolean {
-    return false;
+  canRestoreSnapshot(snapshot: Uint8Array): boolean {
+    return canRestoreWith(this.info, snapshot);
   }
 
   async close(): Promise<void> {

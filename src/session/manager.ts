@@ -11,6 +11,15 @@
  * - Sessions idle longer than `sessionIdleTtlMs` are destroyed; at most `maxSessions` exist.
  * - Runs can be cancelled by id, while queued or running; finished runs are remembered for
  *   `runRetentionMs` so their result can be fetched again.
+ * - Snapshots (docs/snapshots.md): every run that executed is journaled (code, inputs,
+ *   limits, seed, clock reads, tool replies), so a session can be snapshotted to bytes, kept
+ *   in a {@link SnapshotStore} and restored here or on another host, by replaying its journal
+ *   or loading its backend's image. A snapshot is taken between runs: once the running run
+ *   ends, before queued ones start.
+ * - Hibernation: sessions idle past `hibernateAfterMs`, or the least recently used idle ones
+ *   when `maxSessions` is reached or the process's RSS passes `hibernateAboveRssBytes`, are
+ *   snapshotted to the store and evicted from their backend; their next run (or any call
+ *   naming them) restores them first, transparently.
  *
  * Guest failures are RunResults. What the caller got wrong about the run itself (a bad
  * session id, a limit above its ceiling, a language the session cannot run) is a RunResult
@@ -19,7 +28,7 @@
  *
  * @module
  */
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { assertRunId, assertSessionId } from "../contract/ids.ts";
 import {
   type Diagnostic,
@@ -39,13 +48,29 @@ import {
 import { errorObject, isSandboxError, SandboxError } from "../errors.ts";
 import { declaredGlobals } from "../js/cell.ts";
 import { typecheckCell, typeOfJson } from "../js/typecheck.ts";
-import type { LanguageRuntime, RuntimeRunOutcome } from "../runtime/interface.ts";
+import { freshSeed } from "../runtime/determinism.ts";
+import type { LanguageRuntime, RunDeterminism, RuntimeRunOutcome } from "../runtime/interface.ts";
 import type { RuntimeRegistry } from "../runtime/registry.ts";
+import type { SnapshotHeader, SnapshotKeyring, SnapshotStateKind } from "../snapshot/envelope.ts";
+import type { JournalRun } from "../snapshot/journal.ts";
+import {
+  captureSnapshot,
+  DEFAULT_SNAPSHOT_BOUNDS,
+  planRestore,
+  type ReadSnapshot,
+  readSnapshot,
+  replayJournal,
+  restoreWorkspace,
+  resultDigestOf,
+  type SealedSnapshot,
+  type SnapshotBounds,
+} from "../snapshot/snapshots.ts";
+import { MemorySnapshotStore, type SnapshotStore } from "../snapshot/store.ts";
 import { type Approval, ApprovalQueue } from "../tools/approvals.ts";
 import { ToolGateway } from "../tools/gateway.ts";
 import type { ToolRegistry } from "../tools/registry.ts";
 import { StubCache } from "../tools/stubs.ts";
-import { WorkspaceRegistry } from "../workspace.ts";
+import { type Workspace, WorkspaceRegistry } from "../workspace.ts";
 import { assertWithinCeilings, mergeLimits } from "./limits.ts";
 
 /** Options of {@link SessionManager}. Times in ms. */
@@ -76,6 +101,67 @@ export interface SessionManagerOptions {
   allowedSideEffects?: readonly SideEffect[];
   /** Time a tool call waits for a person's approval before it is denied (default 10 min). */
   approvalTtlMs?: number;
+  /** Snapshots and hibernation (default: an in-memory store, a random key, no hibernation). */
+  snapshots?: SnapshotOptions;
+}
+
+/** Snapshot settings of a {@link SessionManager}. Times in ms, sizes in bytes. */
+export interface SnapshotOptions {
+  /** Where snapshots are kept (the server's default: a FsSnapshotStore under the data dir). */
+  store: SnapshotStore;
+  /** HMAC key snapshots are signed with, and that restores require; null writes unsigned ones. */
+  key: Uint8Array | null;
+  /** Restore unsigned snapshots (insecure; default false). */
+  allowUnsigned?: boolean;
+  /** Size bounds (default {@link DEFAULT_SNAPSHOT_BOUNDS}). */
+  bounds?: Partial<SnapshotBounds>;
+  /** Bytes a session's journal may grow to before the session stops being journaled (default 32 MiB). */
+  maxJournalBytes?: number;
+  /** Idle time after which a session hibernates; null never (default null). */
+  hibernateAfterMs?: number | null;
+  /** RSS of this process above which idle sessions hibernate, least recently used first; null never. */
+  hibernateAboveRssBytes?: number | null;
+}
+
+/** What `POST /v1/sessions/restore` takes: a stored snapshot's id or the bytes themselves. */
+export interface RestoreInput {
+  snapshot_id?: string;
+  snapshot?: Uint8Array;
+  /** Id of the restored session (default: the snapshotted session's). */
+  session_id?: string;
+  /** Backend to restore into (default: the snapshot's, if here, else the language's). */
+  runtime?: string;
+}
+
+/** A snapshot as the API describes it. */
+export interface SnapshotInfo {
+  /** SHA3-256 of the snapshot's bytes (hex). */
+  snapshot_id: string;
+  /** Id of the session it was taken of. */
+  session_id: string;
+  bytes: number;
+  backend: string;
+  engine: string;
+  language: Language;
+  kinds: SnapshotStateKind[];
+  /** Unix epoch ms. */
+  created_at: number;
+  /** Runs in its journal (0 without one). */
+  journal_runs: number;
+}
+
+/** What a restore did. */
+export interface RestoreInfo {
+  session: SessionInfo;
+  snapshot_id: string;
+  /** `"image"` (the backend loaded its image) or `"journal"` (the journal was replayed). */
+  restored_from: SnapshotStateKind;
+  runtime: string;
+  /** Journal runs replayed (0 for an image). */
+  replayed_runs: number;
+  /** Workspace files restored. */
+  files: number;
+  duration_ms: number;
 }
 
 /** What `POST /v1/sessions` takes. */
@@ -91,7 +177,8 @@ export interface CreateSessionInput {
 /** A session as the API shows it: seed 004's `SessionMeta` plus extensions. */
 export interface SessionInfo extends SessionMeta {
   runtime: string;
-  state: "idle" | "running";
+  /** `hibernated`: kept in the snapshot store; its next run restores it. */
+  state: "idle" | "running" | "hibernated";
   queued_runs: number;
   run_count: number;
   /** Unix epoch ms at which the session expires if it stays idle. */
@@ -127,8 +214,28 @@ interface SessionState {
   inputNames: Set<string>;
   running: RunState | null;
   queue: RunState[];
+  /** Work that needs the session between runs (snapshots); it goes before queued runs. */
+  tasks: { run: () => Promise<void>; cancel: (error: Error) => void }[];
+  /** A task is being done. */
+  busy: boolean;
   runCount: number;
   destroyed: boolean;
+  /** Runs that built the session's state, for replay; empty when {@link journalGap} is set. */
+  journal: JournalRun[];
+  journalBytes: number;
+  /** Why the session can no longer be journaled (until it is reset), or null. */
+  journalGap: string | null;
+}
+
+/** A session evicted to the snapshot store. */
+interface HibernatedSession {
+  meta: SessionMeta;
+  runtimeId: string;
+  allowedSideEffects: SideEffect[];
+  runCount: number;
+  snapshotId: string;
+  /** The snapshot id was handed to a client: keep the snapshot when the session wakes. */
+  shared: boolean;
 }
 
 interface RunState {
@@ -177,6 +284,14 @@ export class SessionManager {
   /** Ids of finished runs, oldest first (Map keeps insertion order). */
   readonly #finishedRuns = new Map<string, true>();
   readonly #sweeper: NodeJS.Timeout;
+  readonly #hibernated = new Map<SessionId, HibernatedSession>();
+  readonly #store: SnapshotStore;
+  readonly #keyring: SnapshotKeyring;
+  readonly #bounds: SnapshotBounds;
+  readonly #maxJournalBytes: number;
+  readonly #hibernateAfterMs: number | null;
+  readonly #hibernateAboveRssBytes: number | null;
+  #lastStoreGc = 0;
   #closing = false;
   /** Tool calls waiting for a person (`GET /v1/approvals`). */
   readonly approvals: ApprovalQueue;
@@ -200,6 +315,16 @@ export class SessionManager {
     this.#defaultLanguage = options.defaultLanguage ?? "python";
     this.#allowedSideEffects = new Set(options.allowedSideEffects ?? SIDE_EFFECTS);
     this.#onSessionDestroyed = options.onSessionDestroyed;
+    const snapshots = options.snapshots ?? {
+      store: new MemorySnapshotStore(),
+      key: new Uint8Array(randomBytes(32)),
+    };
+    this.#store = snapshots.store;
+    this.#keyring = { key: snapshots.key, allowUnsigned: snapshots.allowUnsigned ?? false };
+    this.#bounds = { ...DEFAULT_SNAPSHOT_BOUNDS, ...snapshots.bounds };
+    this.#maxJournalBytes = snapshots.maxJournalBytes ?? 32 * 1_048_576;
+    this.#hibernateAfterMs = snapshots.hibernateAfterMs ?? null;
+    this.#hibernateAboveRssBytes = snapshots.hibernateAboveRssBytes ?? null;
     this.stubs = new StubCache(options.tools);
     this.workspaces = options.workspaces ?? new WorkspaceRegistry();
     this.approvals = new ApprovalQueue({
@@ -207,7 +332,8 @@ export class SessionManager {
       onPending: (approval) => this.#onApprovalPending(approval),
       onSettled: (approval) => this.#onApprovalSettled(approval),
     });
-    const sweepEveryMs = Math.max(250, Math.min(30_000, Math.floor(this.#idleTtlMs / 4)));
+    const shortest = Math.min(this.#idleTtlMs, this.#hibernateAfterMs ?? this.#idleTtlMs);
+    const sweepEveryMs = Math.max(250, Math.min(30_000, Math.floor(shortest / 4)));
     this.#sweeper = setInterval(() => void this.sweep(), sweepEveryMs);
     this.#sweeper.unref();
   }
@@ -217,9 +343,19 @@ export class SessionManager {
     return { defaults: { ...this.#defaults }, ceilings: { ...this.#ceilings } };
   }
 
-  /** Number of sessions now. */
+  /** Number of sessions in their backends now (hibernated ones not counted). */
   get sessionCount(): number {
     return this.#sessions.size;
+  }
+
+  /** Number of hibernated sessions. */
+  get hibernatedCount(): number {
+    return this.#hibernated.size;
+  }
+
+  /** The snapshot store. */
+  get snapshotStore(): SnapshotStore {
+    return this.#store;
   }
 
   /**
@@ -229,7 +365,7 @@ export class SessionManager {
    */
   async createSession(input: CreateSessionInput = {}): Promise<SessionInfo> {
     const id = input.session_id === undefined ? randomUUID() : assertSessionId(input.session_id);
-    if (this.#sessions.has(id) || this.#creating.has(id)) {
+    if (this.#sessions.has(id) || this.#creating.has(id) || this.#hibernated.has(id)) {
       throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists.`);
     }
     const session = await this.#create(
@@ -244,12 +380,18 @@ export class SessionManager {
 
   /** @throws SandboxError `SESSION_NOT_FOUND`, `INVALID_SESSION_ID`. */
   getSession(id: string): SessionInfo {
+    assertSessionId(id);
+    const hibernated = this.#hibernated.get(id);
+    if (hibernated) return this.#hibernatedInfo(hibernated);
     return this.#info(this.#require(id));
   }
 
-  /** Every session, oldest first. */
+  /** Every session, oldest first (hibernated ones included). */
   listSessions(): SessionInfo[] {
-    return [...this.#sessions.values()].map((session) => this.#info(session));
+    return [
+      ...[...this.#sessions.values()].map((session) => this.#info(session)),
+      ...[...this.#hibernated.values()].map((session) => this.#hibernatedInfo(session)),
+    ].sort((a, b) => a.created_at - b.created_at);
   }
 
   /**
@@ -257,6 +399,12 @@ export class SessionManager {
    * @throws SandboxError `SESSION_NOT_FOUND`, `INVALID_SESSION_ID`.
    */
   async destroySession(id: string): Promise<void> {
+    assertSessionId(id);
+    const hibernated = this.#hibernated.get(id);
+    if (hibernated) {
+      await this.#dropHibernated(hibernated);
+      return;
+    }
     const session = this.#require(id);
     await this.#destroy(session, "The session was destroyed.");
   }
@@ -306,7 +454,8 @@ export class SessionManager {
     let limits: SessionLimits;
     let language: Language;
     try {
-      const existing = this.#sessions.get(sessionId) ?? (await this.#creating.get(sessionId));
+      let existing = this.#sessions.get(sessionId) ?? (await this.#creating.get(sessionId));
+      if (!existing && this.#hibernated.has(sessionId)) existing = await this.#wake(sessionId);
       if (existing && !existing.destroyed) {
         session = existing;
         language = input.language ?? session.meta.language;
@@ -454,18 +603,179 @@ export class SessionManager {
       .map((run) => this.getRun(run.id));
   }
 
-  /** Destroys expired idle sessions and forgets old finished runs (runs periodically). */
+  /**
+   * Destroys expired idle sessions (hibernated ones too), hibernates idle sessions past
+   * `hibernateAfterMs` or while the process's RSS is above `hibernateAboveRssBytes`, forgets
+   * old finished runs and collects the snapshot store hourly (runs periodically).
+   */
   async sweep(now = Date.now()): Promise<void> {
     for (const session of [...this.#sessions.values()]) {
-      const idle = !session.running && session.queue.length === 0;
-      if (idle && now - session.meta.last_used_at >= this.#idleTtlMs) {
-        await this.#destroy(session, "The session expired.");
+      if (!this.#isIdle(session)) continue;
+      const idleMs = now - session.meta.last_used_at;
+      if (idleMs >= this.#idleTtlMs) await this.#destroy(session, "The session expired.");
+      else if (this.#hibernateAfterMs !== null && idleMs >= this.#hibernateAfterMs) {
+        await this.#hibernate(session).catch(() => false);
+      }
+    }
+    for (const hibernated of [...this.#hibernated.values()]) {
+      if (now - hibernated.meta.last_used_at >= this.#idleTtlMs)
+        await this.#dropHibernated(hibernated);
+    }
+    if (this.#hibernateAboveRssBytes !== null) {
+      while (process.memoryUsage.rss() > this.#hibernateAboveRssBytes) {
+        if (!(await this.#hibernateLeastRecentlyUsed())) break;
       }
     }
     for (const [id, run] of this.#runs) {
       if (run.state === "finished" && now - run.finishedAt >= this.#retentionMs)
         this.#runs.delete(id);
     }
+    if (now - this.#lastStoreGc >= 3_600_000) {
+      this.#lastStoreGc = now;
+      // Hibernated sessions' snapshots expire with their sessions, not with the store's TTL.
+      const keep = new Set([...this.#hibernated.values()].map((session) => session.snapshotId));
+      await this.#store.gc(now, keep).catch(() => 0);
+    }
+  }
+
+  /**
+   * Snapshots a session (`POST /v1/sessions/{id}/snapshot`) once its running run ends, stores
+   * it and describes it. A hibernated session answers the snapshot it hibernated into.
+   * @throws SandboxError `SESSION_NOT_FOUND`, `INVALID_SESSION_ID`, `SNAPSHOT_NOT_SUPPORTED`,
+   *   `SNAPSHOT_TOO_LARGE`, `SNAPSHOT_STORE_FULL`.
+   */
+  async snapshotSession(id: string): Promise<SnapshotInfo> {
+    assertSessionId(id);
+    const hibernated = this.#hibernated.get(id);
+    if (hibernated) {
+      const bytes = await this.#store.get(hibernated.snapshotId);
+      if (bytes) {
+        hibernated.shared = true;
+        return describeSnapshot(
+          hibernated.snapshotId,
+          bytes.byteLength,
+          readSnapshot(bytes, this.#keyring, this.#bounds),
+        );
+      }
+    }
+    const session = this.#sessions.get(id) ?? (await this.#creating.get(id));
+    if (!session || session.destroyed)
+      throw new SandboxError("SESSION_NOT_FOUND", `No session '${id}'.`);
+    const sealed = await this.#runTask(session, () => this.#snapshotNow(session));
+    return describeSealed(sealed, session.journalGap ? 0 : session.journal.length);
+  }
+
+  /**
+   * Restores a session from a stored snapshot or from bytes (`POST /v1/sessions/restore`),
+   * by loading its image (same backend and build) or replaying its journal. Nothing is left
+   * behind when it fails.
+   * @throws SandboxError `INVALID_REQUEST` (neither or both of id and bytes), `SNAPSHOT_*`
+   *   (docs/errors.md), `SESSION_EXISTS`, `SESSION_LIMIT_REACHED`, `LIMIT_EXCEEDS_CEILING`,
+   *   `UNKNOWN_RUNTIME`, `UNSUPPORTED_LANGUAGE`, `SERVICE_CLOSING`.
+   */
+  async restoreSession(input: RestoreInput): Promise<RestoreInfo> {
+    const started = performance.now();
+    if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
+    if ((input.snapshot === undefined) === (input.snapshot_id === undefined)) {
+      throw new SandboxError("INVALID_REQUEST", "Give either snapshot_id or the snapshot's bytes.");
+    }
+    const bytes = input.snapshot ?? (await this.getSnapshot(input.snapshot_id!));
+    const read = readSnapshot(bytes, this.#keyring, this.#bounds);
+    const id = assertSessionId(input.session_id ?? read.opened.header.session.id);
+    if (this.#sessions.has(id) || this.#creating.has(id) || this.#hibernated.has(id)) {
+      throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists.`, {
+        hint: "Restore under another id with session_id, or destroy the existing session first.",
+      });
+    }
+    let restored!: { session: SessionState; kind: SnapshotStateKind; replayed: number };
+    const creation = (async () => {
+      await this.#makeRoom(id);
+      restored = await this.#materialize(id, read, input.runtime, null);
+      this.#sessions.set(id, restored.session);
+      return restored.session;
+    })();
+    this.#creating.set(id, creation);
+    try {
+      await creation;
+    } finally {
+      this.#creating.delete(id);
+    }
+    return {
+      session: this.#info(restored.session),
+      snapshot_id: read.opened.id,
+      restored_from: restored.kind,
+      runtime: restored.session.runtime.info.id,
+      replayed_runs: restored.replayed,
+      files: read.payload.workspace.length,
+      duration_ms: Math.round((performance.now() - started) * 100) / 100,
+    };
+  }
+
+  /**
+   * A stored snapshot's bytes (`GET /v1/snapshots/{id}`).
+   * @throws SandboxError `SNAPSHOT_NOT_FOUND`.
+   */
+  async getSnapshot(id: string): Promise<Uint8Array> {
+    const bytes = /^[0-9a-f]{64}$/.test(id) ? await this.#store.get(id) : null;
+    if (!bytes)
+      throw new SandboxError("SNAPSHOT_NOT_FOUND", `No snapshot '${id}' is in the store.`);
+    return bytes;
+  }
+
+  /**
+   * Verifies snapshot bytes (digest, signature, header and payload) and stores them
+   * (`POST /v1/snapshots`); storing the same bytes again is a no-op.
+   * @throws SandboxError `SNAPSHOT_*` of a snapshot that does not verify, `SNAPSHOT_STORE_FULL`.
+   */
+  async putSnapshot(bytes: Uint8Array): Promise<SnapshotInfo> {
+    const read = readSnapshot(bytes, this.#keyring, this.#bounds);
+    await this.#store.put(read.opened.id, bytes);
+    return describeSnapshot(read.opened.id, bytes.byteLength, read);
+  }
+
+  /**
+   * Deletes a stored snapshot (`DELETE /v1/snapshots/{id}`).
+   * @throws SandboxError `SNAPSHOT_NOT_FOUND`, `SNAPSHOT_IN_USE` (a hibernated session's).
+   */
+  async deleteSnapshot(id: string): Promise<void> {
+    for (const hibernated of this.#hibernated.values()) {
+      if (hibernated.snapshotId === id) {
+        throw new SandboxError(
+          "SNAPSHOT_IN_USE",
+          `Snapshot '${id}' holds hibernated session '${hibernated.meta.id}'.`,
+        );
+      }
+    }
+    if (!(/^[0-9a-f]{64}$/.test(id) && (await this.#store.delete(id)))) {
+      throw new SandboxError("SNAPSHOT_NOT_FOUND", `No snapshot '${id}' is in the store.`);
+    }
+  }
+
+  /** Stored snapshots, newest first, and the store's usage (`GET /v1/snapshots`). */
+  async listSnapshots(): Promise<{
+    snapshots: { snapshot_id: string; bytes: number; stored_at: number }[];
+    usage: { bytes: number; count: number; max_bytes: number };
+  }> {
+    const [entries, usage] = await Promise.all([this.#store.list(), this.#store.usage()]);
+    return {
+      snapshots: entries.map((entry) => ({
+        snapshot_id: entry.id,
+        bytes: entry.bytes,
+        stored_at: Math.round(entry.stored_at),
+      })),
+      usage,
+    };
+  }
+
+  /**
+   * Hibernates an idle session now (what the sweeper does after `hibernateAfterMs`); answers
+   * false when it is busy or cannot be snapshotted.
+   * @throws SandboxError `SESSION_NOT_FOUND`, `INVALID_SESSION_ID`.
+   */
+  async hibernateSession(id: string): Promise<boolean> {
+    assertSessionId(id);
+    if (this.#hibernated.has(id)) return true;
+    return this.#hibernate(this.#require(id));
   }
 
   /** Stops taking runs, cancels what runs, destroys every session. */
@@ -487,15 +797,13 @@ export class SessionManager {
     sideEffects: readonly SideEffect[] | null,
   ): Promise<SessionState> {
     if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
+    if (!this.#creating.has(id)) await this.#makeRoom(id);
     const pending = this.#creating.get(id);
     if (pending) return pending;
-    if (this.#sessions.size + this.#creating.size >= this.#maxSessions) {
-      throw new SandboxError(
-        "SESSION_LIMIT_REACHED",
-        `This server holds its maximum of ${this.#maxSessions} sessions.`,
-        { hint: "Destroy a session you no longer need, or wait for idle ones to expire." },
-      );
+    if (this.#hibernated.has(id)) {
+      throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists (hibernated).`);
     }
+    this.#assertRoom(id);
     const runtime = this.#runtimes.resolve(language, runtimeId);
     const limits = mergeLimits(this.#defaults, requested, this.#ceilings);
     const creation = (async () => {
@@ -521,8 +829,15 @@ export class SessionManager {
         inputNames: new Set(),
         running: null,
         queue: [],
+        tasks: [],
+        busy: false,
         runCount: 0,
         destroyed: false,
+        journal: [],
+        journalBytes: 0,
+        journalGap: runtime.info.snapshotKinds.includes("journal")
+          ? null
+          : `backend '${runtime.info.id}' does not replay journals`,
       };
       this.#sessions.set(id, session);
       return session;
@@ -553,6 +868,10 @@ export class SessionManager {
       );
     }
     session.running?.controller.abort(new SandboxError("RUN_CANCELLED", why));
+    for (const task of session.tasks.splice(0)) {
+      task.cancel(new SandboxError("SESSION_NOT_FOUND", `Session '${session.meta.id}': ${why}`));
+    }
+    session.journal = [];
     this.workspaces.delete(session.meta.id);
     await session.runtime.destroySession(session.meta.id).catch(() => false);
     try {
@@ -567,7 +886,16 @@ export class SessionManager {
   }
 
   #pump(session: SessionState): void {
-    if (session.running || session.destroyed) return;
+    if (session.running || session.busy || session.destroyed) return;
+    const task = session.tasks.shift();
+    if (task) {
+      session.busy = true;
+      void task.run().finally(() => {
+        session.busy = false;
+        this.#pump(session);
+      });
+      return;
+    }
     const next = session.queue.shift();
     if (!next) return;
     session.running = next;
@@ -597,6 +925,9 @@ export class SessionManager {
       session: { language: session.meta.language, runtime: session.runtime.info.id },
     });
     run.gateway = gateway;
+    const determinism: RunDeterminism = { seed: freshSeed(), clock: null };
+    /** Whether the backend ran the code and reported how it ended. */
+    let reported = false;
     let outcome: RuntimeRunOutcome;
     if (run.controller.signal.aborted) {
       outcome = hostOutcome("cancelled", errorObject("RUN_CANCELLED", "The run was cancelled."));
@@ -612,8 +943,14 @@ export class SessionManager {
           validateOnly: run.validateOnly,
           tools: gateway,
           signal: run.controller.signal,
+          determinism,
         });
+        reported = true;
       } catch (error) {
+        // What the code did before the backend failed is unknown: the journal cannot replay it.
+        if (!run.validateOnly) {
+          this.#stopJournal(session, "the backend failed during a run, leaving its state unknown");
+        }
         const failure = isSandboxError(error)
           ? error.toErrorObject()
           : errorObject(
@@ -628,6 +965,7 @@ export class SessionManager {
       outcome = await this.#typecheck(run, outcome);
     } else if (!run.validateOnly && outcome.status !== "validation_error") {
       this.#remember(run);
+      if (reported) this.#journalRun(run, outcome, gateway, determinism);
     }
     const diagnostics: Diagnostic[] = [...outcome.diagnostics];
     let status: RunStatus = outcome.status;
@@ -662,14 +1000,22 @@ export class SessionManager {
       if (index >= 0) diagnostics[index] = diagnostic;
       else diagnostics.unshift(diagnostic);
     }
-    if (run.returnSnapshot) {
-      diagnostics.push({
-        severity: "warning",
-        code: "SNAPSHOT_NOT_SUPPORTED",
-        message: `return_snapshot was asked, but ${session.runtime.info.id} sessions cannot be snapshotted yet.`,
-        hint: null,
-        span: null,
-      });
+    let snapshotId: string | null = null;
+    if (run.returnSnapshot && !run.validateOnly) {
+      try {
+        snapshotId = (await this.#snapshotNow(session)).id;
+      } catch (failure) {
+        const described = isSandboxError(failure)
+          ? failure.toErrorObject()
+          : errorObject("INTERNAL_ERROR", String(failure));
+        diagnostics.push({
+          severity: "warning",
+          code: described.code,
+          message: `return_snapshot was asked, but no snapshot was taken: ${described.message}`,
+          hint: described.hint,
+          span: null,
+        });
+      }
     }
     const records = [...gateway.records];
     return {
@@ -679,7 +1025,7 @@ export class SessionManager {
       stderr: outcome.stderr,
       diagnostics,
       external_calls: records,
-      snapshot_id: null,
+      snapshot_id: snapshotId,
       metrics: {
         duration_ms: clampU32(performance.now() - started),
         memory_peak_bytes: Math.max(0, Math.round(outcome.memoryPeakBytes)),
@@ -694,8 +1040,339 @@ export class SessionManager {
     };
   }
 
+  /** Appends an executed run to its session's journal (or stops journaling, saying why). */
+  #journalRun(
+    run: RunState,
+    outcome: RuntimeRunOutcome,
+    gateway: ToolGateway,
+    determinism: RunDeterminism,
+  ): void {
+    const session = run.session;
+    if (outcome.sessionReset) {
+      // The state this run leaves is empty: the journal starts again.
+      session.journal = [];
+      session.journalBytes = 0;
+      session.journalGap = session.runtime.info.snapshotKinds.includes("journal")
+        ? null
+        : session.journalGap;
+      return;
+    }
+    if (session.journalGap) return;
+    if (!outcome.clock) {
+      this.#stopJournal(
+        session,
+        `backend '${session.runtime.info.id}' does not report the clock its runs read`,
+      );
+      return;
+    }
+    if (!outcome.clock.complete) {
+      this.#stopJournal(session, "a run read the clock more often than a journal records");
+      return;
+    }
+    const entry: JournalRun = {
+      code: run.code,
+      language: run.language,
+      inputs: run.inputs,
+      limits: run.limits,
+      seed: determinism.seed,
+      clock: outcome.clock.values,
+      calls: gateway.journal(),
+      status: outcome.status,
+      result_digest: resultDigestOf(outcome),
+    };
+    let bytes: number;
+    try {
+      bytes = JSON.stringify(entry).length;
+    } catch {
+      this.#stopJournal(session, "a run's inputs cannot be journaled");
+      return;
+    }
+    if (session.journalBytes + bytes > this.#maxJournalBytes) {
+      this.#stopJournal(
+        session,
+        `its journal would pass ${this.#maxJournalBytes} bytes (maxJournalBytes)`,
+      );
+      return;
+    }
+    session.journal.push(entry);
+    session.journalBytes += bytes;
+  }
+
+  #stopJournal(session: SessionState, why: string): void {
+    session.journalGap ??= why;
+    session.journal = [];
+    session.journalBytes = 0;
+  }
+
+  /** Runs `work` on a session between runs: after the running run, before queued ones. */
+  #runTask<T>(session: SessionState, work: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      session.tasks.push({
+        run: () => work().then(resolve, reject),
+        cancel: reject,
+      });
+      this.#pump(session);
+    });
+  }
+
+  #isIdle(session: SessionState): boolean {
+    return (
+      !session.running &&
+      !session.busy &&
+      session.queue.length === 0 &&
+      session.tasks.length === 0 &&
+      !session.destroyed
+    );
+  }
+
+  /** Snapshots a session that is not running and stores the snapshot. */
+  async #snapshotNow(session: SessionState): Promise<SealedSnapshot> {
+    const id = session.meta.id;
+    const sealed = await captureSnapshot(
+      {
+        meta: { ...session.meta, limits: { ...session.meta.limits } },
+        runtime: session.runtime,
+        allowedSideEffects: SIDE_EFFECTS.filter((effect) => session.allowedSideEffects.has(effect)),
+        journal: session.journalGap ? null : { runs: session.journal },
+        journalGap: session.journalGap,
+        workspace: this.workspaces.has(id) ? this.workspaces.get(id) : null,
+      },
+      this.#keyring.key,
+      this.#bounds,
+    );
+    await this.#store.put(sealed.id, sealed.bytes);
+    return sealed;
+  }
+
+  /**
+   * Builds a session from a verified snapshot: loads the image or replays the journal into a
+   * new backend session, restores the workspace, and answers the session (not yet
+   * registered). On failure the backend session is destroyed and nothing remains.
+   */
+  async #materialize(
+    id: SessionId,
+    read: ReadSnapshot,
+    runtimeId: string | undefined,
+    hibernated: HibernatedSession | null,
+  ): Promise<{ session: SessionState; kind: SnapshotStateKind; replayed: number }> {
+    const header = read.opened.header;
+    const plan = planRestore(read, this.#runtimes, runtimeId);
+    const limits = mergeLimits(header.limits, null, this.#ceilings);
+    const journal = read.payload.journal;
+    for (const run of journal?.runs ?? []) mergeLimits(run.limits, null, this.#ceilings);
+    let workspace: Workspace | null = null;
+    if (read.payload.workspace.length > 0) {
+      workspace = restoreWorkspace(read.payload, this.workspaces.blank());
+    }
+    let kind = plan.kind;
+    let replayed = 0;
+    const runtime = plan.runtime;
+    if (kind === "image") {
+      try {
+        await runtime.restoreSession(read.payload.image!.bytes, id);
+      } catch (error) {
+        // An image the backend refuses falls back to the journal, when there is one.
+        if (!journal || !runtime.info.snapshotKinds.includes("journal")) throw error;
+        await runtime.destroySession(id).catch(() => false);
+        kind = "journal";
+      }
+    }
+    if (kind === "journal") {
+      await runtime.createSession(id, limits, header.language);
+      try {
+        await replayJournal(
+          runtime,
+          id,
+          journal!,
+          this.#tools.names(),
+          new AbortController().signal,
+        );
+      } catch (error) {
+        await runtime.destroySession(id).catch(() => false);
+        throw error;
+      }
+      replayed = journal!.runs.length;
+    }
+    const now = Date.now();
+    const session: SessionState = {
+      meta: {
+        id,
+        created_at: hibernated?.meta.created_at ?? header.session.created_at,
+        last_used_at: hibernated?.meta.last_used_at ?? now,
+        language: header.language,
+        limits,
+        snapshot_version: SNAPSHOT_VERSION,
+      },
+      runtime,
+      allowedSideEffects: new Set(
+        read.payload.session.allowed_side_effects.filter((effect) =>
+          this.#allowedSideEffects.has(effect),
+        ),
+      ),
+      cellHistory: [],
+      cellHistoryChars: 0,
+      inputNames: new Set(),
+      running: null,
+      queue: [],
+      tasks: [],
+      busy: false,
+      runCount: hibernated?.runCount ?? 0,
+      destroyed: false,
+      journal: journal ? [...journal.runs] : [],
+      journalBytes: 0,
+      journalGap: journal ? null : "it was restored from an image without a journal",
+    };
+    for (const run of session.journal) {
+      session.journalBytes += JSON.stringify(run).length;
+      this.#remember({ session, language: run.language, code: run.code, inputs: run.inputs });
+    }
+    if (workspace) this.workspaces.set(id, workspace);
+    return { session, kind, replayed };
+  }
+
+  /** Sessions in the backends or being made, other than `id`. */
+  #occupied(id: SessionId): number {
+    return this.#sessions.size + this.#creating.size - (this.#creating.has(id) ? 1 : 0);
+  }
+
+  /**
+   * Makes room for session `id` in the backends: at `maxSessions`, hibernates the least
+   * recently used idle session when hibernation is on.
+   * @throws SandboxError `SESSION_LIMIT_REACHED` when there is no room.
+   */
+  async #makeRoom(id: SessionId): Promise<void> {
+    if (this.#occupied(id) < this.#maxSessions) return;
+    if (this.#hibernateAfterMs !== null) await this.#hibernateLeastRecentlyUsed();
+    this.#assertRoom(id);
+  }
+
+  /** @throws SandboxError `SESSION_LIMIT_REACHED`. */
+  #assertRoom(id: SessionId): void {
+    if (this.#occupied(id) >= this.#maxSessions) {
+      throw new SandboxError(
+        "SESSION_LIMIT_REACHED",
+        `This server holds its maximum of ${this.#maxSessions} sessions.`,
+        { hint: "Destroy a session you no longer need, or wait for idle ones to expire." },
+      );
+    }
+  }
+
+  /**
+   * Snapshots an idle session into the store and evicts it from its backend; answers false
+   * when it became busy, or cannot be snapshotted (it then stays as it is).
+   */
+  async #hibernate(session: SessionState): Promise<boolean> {
+    if (!this.#isIdle(session)) return false;
+    if (session.journalGap && !session.runtime.info.snapshotKinds.includes("image")) return false;
+    return this.#runTask(session, async () => {
+      if (session.queue.length > 0 || session.destroyed) return false;
+      const sealed = await this.#snapshotNow(session);
+      if (session.queue.length > 0 || session.destroyed) return false;
+      const id = session.meta.id;
+      // From here on nothing awaits until the session is hibernated: a run that arrives next
+      // finds it hibernated and wakes it.
+      session.destroyed = true;
+      this.#sessions.delete(id);
+      this.#hibernated.set(id, {
+        meta: { ...session.meta, limits: { ...session.meta.limits } },
+        runtimeId: session.runtime.info.id,
+        allowedSideEffects: SIDE_EFFECTS.filter((effect) => session.allowedSideEffects.has(effect)),
+        runCount: session.runCount,
+        snapshotId: sealed.id,
+        shared: false,
+      });
+      this.workspaces.delete(id);
+      await session.runtime.destroySession(id).catch(() => false);
+      return true;
+    });
+  }
+
+  /** Hibernates the least recently used idle session that can be; answers whether one was. */
+  async #hibernateLeastRecentlyUsed(): Promise<boolean> {
+    const candidates = [...this.#sessions.values()]
+      .filter((session) => this.#isIdle(session))
+      .sort((a, b) => a.meta.last_used_at - b.meta.last_used_at);
+    for (const session of candidates.slice(0, 8)) {
+      if (await this.#hibernate(session).catch(() => false)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Restores a hibernated session under its own id (its next run, or a snapshot of it).
+   * @throws SandboxError what the restore failed with; the session is then gone (its
+   *   snapshot stays in the store).
+   */
+  #wake(id: SessionId): Promise<SessionState> {
+    const pending = this.#creating.get(id);
+    if (pending) return pending;
+    const hibernated = this.#hibernated.get(id);
+    if (!hibernated)
+      return Promise.reject(new SandboxError("SESSION_NOT_FOUND", `No session '${id}'.`));
+    const waking = (async () => {
+      if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
+      await this.#makeRoom(id);
+      const bytes = await this.#store.get(hibernated.snapshotId);
+      if (!bytes) {
+        throw new SandboxError(
+          "SNAPSHOT_NOT_FOUND",
+          `Its snapshot ${hibernated.snapshotId} is no longer in the store.`,
+        );
+      }
+      const read = readSnapshot(bytes, this.#keyring, this.#bounds);
+      const { session } = await this.#materialize(id, read, hibernated.runtimeId, hibernated);
+      this.#hibernated.delete(id);
+      this.#sessions.set(id, session);
+      return session;
+    })();
+    this.#creating.set(id, waking);
+    return waking.then(
+      async (session) => {
+        this.#creating.delete(id);
+        if (!hibernated.shared) await this.#store.delete(hibernated.snapshotId).catch(() => false);
+        return session;
+      },
+      (error: unknown) => {
+        this.#creating.delete(id);
+        this.#hibernated.delete(id);
+        const code = isSandboxError(error) ? error.code : "INTERNAL_ERROR";
+        const message = error instanceof Error ? error.message : String(error);
+        throw new SandboxError(
+          code,
+          `Session '${id}' could not be woken from hibernation (its snapshot ${hibernated.snapshotId} is kept): ${message}`,
+        );
+      },
+    );
+  }
+
+  async #dropHibernated(hibernated: HibernatedSession): Promise<void> {
+    const id = hibernated.meta.id;
+    if (this.#hibernated.get(id) !== hibernated) return;
+    this.#hibernated.delete(id);
+    if (!hibernated.shared) await this.#store.delete(hibernated.snapshotId).catch(() => false);
+    try {
+      this.#onSessionDestroyed?.(id);
+    } catch {
+      // A listener's failure must not keep the session alive.
+    }
+  }
+
+  #hibernatedInfo(hibernated: HibernatedSession): SessionInfo {
+    const meta = hibernated.meta;
+    return {
+      ...meta,
+      limits: { ...meta.limits },
+      runtime: hibernated.runtimeId,
+      state: "hibernated",
+      queued_runs: 0,
+      run_count: hibernated.runCount,
+      allowed_side_effects: [...hibernated.allowedSideEffects],
+      expires_at: Math.min(meta.last_used_at + this.#idleTtlMs, meta.last_used_at + 365 * DAY_MS),
+    };
+  }
+
   /** Keeps what the type-checker needs to know of a run that executed. */
-  #remember(run: RunState): void {
+  #remember(run: Pick<RunState, "session" | "language" | "code" | "inputs">): void {
     const session = run.session;
     for (const name of Object.keys(run.inputs)) session.inputNames.add(name);
     if (run.language !== "javascript" && run.language !== "typescript") return;
@@ -911,4 +1588,33 @@ function hostOutcome(status: RunStatus, error: ErrorObject): RuntimeRunOutcome {
 
 function clampU32(value: number): number {
   return Math.min(4_294_967_295, Math.max(0, Math.round(value)));
+}
+
+/** Describes a snapshot from its verified contents. */
+function describeSnapshot(id: string, bytes: number, read: ReadSnapshot): SnapshotInfo {
+  return describeHeader(id, bytes, read.opened.header, read.payload.journal?.runs.length ?? 0);
+}
+
+/** Describes a snapshot just taken. */
+function describeSealed(sealed: SealedSnapshot, journalRuns: number): SnapshotInfo {
+  return describeHeader(sealed.id, sealed.bytes.length, sealed.header, journalRuns);
+}
+
+function describeHeader(
+  id: string,
+  bytes: number,
+  header: SnapshotHeader,
+  journalRuns: number,
+): SnapshotInfo {
+  return {
+    snapshot_id: id,
+    session_id: header.session.id,
+    bytes,
+    backend: header.backend,
+    engine: header.engine,
+    language: header.language,
+    kinds: [...header.kinds],
+    created_at: header.created_at,
+    journal_runs: journalRuns,
+  };
 }

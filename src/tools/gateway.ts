@@ -38,6 +38,7 @@ import { digestBytes, digestJsonText } from "../digest.ts";
 import { type ErrorCode, errorObject } from "../errors.ts";
 import { describeSchemaErrors } from "../json-schema.ts";
 import type { ToolBridge, ToolCallReply } from "../runtime/interface.ts";
+import type { JournalCall } from "../snapshot/journal.ts";
 import type { ApprovalBroker } from "./approvals.ts";
 import { type ToolEntry, ToolError, type ToolRegistry } from "./registry.ts";
 
@@ -99,6 +100,7 @@ class CallFailure {
 export class ToolGateway implements ToolBridge {
   readonly #options: ToolGatewayOptions;
   readonly #records: ExternalCallRecord[] = [];
+  readonly #replies: ToolCallReply[] = [];
   readonly #pending = new Map<number, AbortController>();
   #deadline: number;
   #budgetUsed = 0;
@@ -136,6 +138,26 @@ export class ToolGateway implements ToolBridge {
    * spelling of the guest's numbers is kept. Never rejects.
    */
   async call(name: string, argsJson: string, kwargsJson: string): Promise<ToolCallReply> {
+    // #call opens its record before its first await, so the record's index is known here.
+    const index = this.#records.length;
+    const reply = await this.#call(name, argsJson, kwargsJson);
+    this.#replies[index] = reply;
+    return reply;
+  }
+
+  /**
+   * The run's calls as a journal records them (see ../snapshot/journal.ts): name, request
+   * digest and the reply the guest got, or null for a call still in flight when the run ended.
+   */
+  journal(): JournalCall[] {
+    return this.#records.map((record, index) => ({
+      name: record.name,
+      request_digest: record.request_digest,
+      reply: this.#replies[index] ?? null,
+    }));
+  }
+
+  async #call(name: string, argsJson: string, kwargsJson: string): Promise<ToolCallReply> {
     const started = performance.now();
     const requestText = `{"name":${JSON.stringify(String(name))},"args":${argsJson},"kwargs":${kwargsJson}}`;
     let requestDigest: string;
@@ -279,7 +301,15 @@ export class ToolGateway implements ToolBridge {
         `'${name}' runs at most ${capability.limits.concurrency} calls at once; no slot freed within ${Math.round(timeoutMs)} ms.`,
       );
     }
-    return this.#invoke(entry, name, args, kwargs, controller, timeoutMs - (performance.now() - waitStarted), release);
+    return this.#invoke(
+      entry,
+      name,
+      args,
+      kwargs,
+      controller,
+      timeoutMs - (performance.now() - waitStarted),
+      release,
+    );
   }
 
   async #approve(

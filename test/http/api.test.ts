@@ -1,3 +1,6 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defaultConfig, type ServerConfig } from "../../src/config.ts";
@@ -9,6 +12,7 @@ async function serve(overrides: Partial<ServerConfig> = {}): Promise<FastifyInst
     ...defaultConfig(),
     logLevel: "silent",
     defaultLanguage: "javascript",
+    dataDir: mkdtempSync(join(tmpdir(), "sandbox-api-")),
     ...overrides,
   });
   servers.push(server);
@@ -282,8 +286,8 @@ describe("sessions", () => {
     );
   });
 
-  it("answers 429 at the session cap", async () => {
-    const capped = await serve({ maxSessions: 1 });
+  it("answers 429 at the session cap when hibernation is off", async () => {
+    const capped = await serve({ maxSessions: 1, hibernateAfterMs: null });
     expect((await capped.inject({ method: "POST", url: "/v1/sessions" })).statusCode).toBe(201);
     const refused = await capped.inject({
       method: "POST",
@@ -292,6 +296,30 @@ describe("sessions", () => {
     });
     expect(refused.statusCode).toBe(429);
     expect(refused.json().error.code).toBe("session_limit_reached");
+  });
+
+  it("hibernates the least recently used idle session at the cap, and wakes it on its next run", async () => {
+    const capped = await serve({ maxSessions: 2 });
+    const run = (session_id: string, code: string) =>
+      capped.inject({ method: "POST", url: "/v1/runs", payload: { session_id, code } });
+    expect((await run("old", "var kept = 'from old'; 1")).json().status).toBe("ok");
+    expect((await run("newer", "var kept = 'from newer'; 2")).json().status).toBe("ok");
+    expect((await run("third", "3")).json().status).toBe("ok");
+    const state = async (id: string) =>
+      (await capped.inject({ method: "GET", url: `/v1/sessions/${id}` })).json().state;
+    expect(await state("old")).toBe("hibernated");
+    expect(await state("newer")).toBe("idle");
+    const woken = (await run("old", "kept")).json();
+    expect(woken.status).toBe("ok");
+    expect(woken.result).toBe("from old");
+    expect(await state("old")).toBe("idle");
+    expect(await state("newer")).toBe("hibernated");
+    const listed = (await capped.inject({ method: "GET", url: "/v1/sessions" })).json().sessions;
+    expect(listed.map((session: { id: string }) => session.id).sort()).toEqual([
+      "newer",
+      "old",
+      "third",
+    ]);
   });
 });
 
