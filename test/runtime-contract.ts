@@ -12,10 +12,14 @@ import {
   createSyncTool,
   DEFAULT_SESSION_LIMITS,
   digestJson,
+  type JournalRun,
   type Language,
   type LanguageRuntime,
+  ReplayBridge,
+  type RunDeterminism,
   type RuntimeRunOutcome,
   type SessionLimits,
+  type ToolBridge,
   ToolError,
   ToolGateway,
   ToolRegistry,
@@ -113,6 +117,9 @@ export function runtimeContract(target: ContractTarget): void {
       validateOnly?: boolean;
       signal?: AbortSignal;
       language?: Language;
+      determinism?: RunDeterminism;
+      /** Answers tool calls instead of the contract tools (a journal replay). */
+      bridge?: ToolBridge;
     }
     const run = async (sessionId: string, sources: Sources | string, options: RunOptions = {}) => {
       const limits = { ...DEFAULT_SESSION_LIMITS, ...options.limits };
@@ -135,12 +142,14 @@ export function runtimeContract(target: ContractTarget): void {
         inputs: (options.inputs ?? {}) as never,
         limits,
         validateOnly: options.validateOnly ?? false,
-        tools: gateway,
+        tools: options.bridge ?? gateway,
         signal: controller.signal,
+        ...(options.determinism ? { determinism: options.determinism } : {}),
       });
       gateway.settle();
       return {
         ...outcome,
+        journal: gateway.journal(),
         records: gateway.records,
         elapsedMs: performance.now() - started,
         fatal: gateway.fatal,
@@ -520,6 +529,118 @@ export function runtimeContract(target: ContractTarget): void {
         },
       );
     }
+
+    // Journals (docs/snapshots.md): a backend that declares "journal" pins randomness to the
+    // run's seed and the clock to what it is given, and reports the clock reads.
+    const journaled = (name: string, body: () => Promise<void>) => {
+      const reason = skipped.get(name);
+      if (reason) it.skip(`${name} (skipped: ${reason})`, body);
+      else
+        it(name, async (context) => {
+          // Decided once the backend exists: only backends declaring "journal" must pass.
+          if (!runtime.info.snapshotKinds.includes("journal")) context.skip();
+          await body();
+        });
+    };
+
+    journaled("pins randomness to the run's seed", async () => {
+      const code = {
+        js: "[Math.random(), Math.random(), Math.random()]",
+        python: "import random\n[random.random(), random.random(), random.random()]",
+      };
+      const seed: [number, number, number, number] = [1, 2, 3, 4];
+      const a = await run(await newSession(), code, { determinism: { seed, clock: null } });
+      const b = await run(await newSession(), code, { determinism: { seed, clock: null } });
+      const c = await run(await newSession(), code, {
+        determinism: { seed: [4, 3, 2, 1], clock: null },
+      });
+      expect(a.status).toBe("ok");
+      const values = a.result as number[];
+      expect(values).toHaveLength(3);
+      for (const value of values) expect(value >= 0 && value < 1).toBe(true);
+      expect(new Set(values).size).toBe(3);
+      expect(b.result).toEqual(values);
+      expect(c.result).not.toEqual(values);
+    });
+
+    journaled(
+      "reads the clock through the host: recorded, or replayed from the values given",
+      async () => {
+        const code = {
+          js: "[Date.now(), new Date().getTime(), Date.now()]",
+          python:
+            "import time\n[round(time.time() * 1000), round(time.time() * 1000), round(time.time() * 1000)]",
+        };
+        const before = Date.now();
+        const live = await run(await newSession(), code, {
+          determinism: { seed: [1, 1, 1, 1], clock: null },
+        });
+        expect(live.status).toBe("ok");
+        const read = live.result as number[];
+        expect(read.every((value) => value >= before && value <= Date.now())).toBe(true);
+        expect(live.clock?.complete).toBe(true);
+        expect(live.clock?.values.map(Math.round)).toEqual(read);
+
+        const replayed = await run(await newSession(), code, {
+          determinism: { seed: [1, 1, 1, 1], clock: [1_000, 2_000, 3_000] },
+        });
+        expect(replayed.result).toEqual([1_000, 2_000, 3_000]);
+        expect(replayed.clock).toEqual({ values: [1_000, 2_000, 3_000], complete: true });
+
+        const short = await run(await newSession(), code, {
+          determinism: { seed: [1, 1, 1, 1], clock: [1_000] },
+        });
+        expect((short.result as number[])[0]).toBe(1_000);
+        expect(short.clock?.complete).toBe(false);
+      },
+    );
+
+    journaled(
+      "replays a run from its journal: same result, tool calls answered by request digest",
+      async () => {
+        const code = {
+          js: "const r = Math.random(); const e = await echo(1, 'two', { three: 3 }); let failed = null; try { await fail() } catch (err) { failed = err.code } ({ r, e, failed, t: Date.now() })",
+          python:
+            "import random, time\nr = random.random()\ne = await echo(1, 'two', {'three': 3})\nfailed = None\ntry:\n    await fail()\nexcept ToolError as err:\n    failed = err.code\n{'r': r, 'e': e, 'failed': failed, 't': round(time.time() * 1000)}",
+        };
+        const seed: [number, number, number, number] = [9, 8, 7, 6];
+        const original = await run(await newSession(), code, {
+          determinism: { seed, clock: null },
+        });
+        expect(original.status).toBe("ok");
+        expect(original.journal.map((call) => call.name)).toEqual(["echo", "fail"]);
+        const entry: JournalRun = {
+          code: pick(code),
+          language: target.language,
+          inputs: {},
+          limits: DEFAULT_SESSION_LIMITS,
+          seed,
+          clock: original.clock!.values,
+          calls: original.journal,
+          status: original.status,
+          result_digest: digestJson(original.result),
+        };
+        const bridge = new ReplayBridge(entry, [], Number.MIN_SAFE_INTEGER);
+        const replayed = await run(await newSession(), code, {
+          determinism: { seed, clock: entry.clock },
+          bridge,
+        });
+        expect(replayed.status).toBe("ok");
+        expect(replayed.result).toEqual(original.result);
+        expect(bridge.divergence).toBeNull();
+        expect(replayed.records).toHaveLength(0);
+
+        // Other arguments than the journal's are a divergence, answered with SNAPSHOT_DIVERGED.
+        const other = new ReplayBridge(entry, [], Number.MIN_SAFE_INTEGER + 1);
+        const diverging = await run(
+          await newSession(),
+          { js: "await echo(2)", python: "await echo(2)" },
+          { determinism: { seed, clock: entry.clock }, bridge: other },
+        );
+        expect(diverging.status).not.toBe("ok");
+        expect(other.divergence).toMatch(/not in the journal/);
+      },
+    );
 
     if (target.killEngineOf) {
       contractCase(

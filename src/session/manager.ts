@@ -1157,9 +1157,10 @@ export class SessionManager {
   ): Promise<{ session: SessionState; kind: SnapshotStateKind; replayed: number }> {
     const header = read.opened.header;
     const plan = planRestore(read, this.#runtimes, runtimeId);
-    const limits = mergeLimits(header.limits, null, this.#ceilings);
+    // The snapshot's limits count as asked for: each must be within this server's ceilings.
+    const limits = mergeLimits(header.limits, header.limits, this.#ceilings);
     const journal = read.payload.journal;
-    for (const run of journal?.runs ?? []) mergeLimits(run.limits, null, this.#ceilings);
+    for (const run of journal?.runs ?? []) mergeLimits(run.limits, run.limits, this.#ceilings);
     let workspace: Workspace | null = null;
     if (read.payload.workspace.length > 0) {
       workspace = restoreWorkspace(read.payload, this.workspaces.blank());
