@@ -37,6 +37,7 @@ import {
 import { createServer } from "../src/server.ts";
 import { benchServerConfig, type LoadResult, runLoad } from "./http.ts";
 import { measurePeer } from "./peer.ts";
+import { snapshotBench } from "./snapshots.ts";
 import {
   bytes,
   int,
@@ -593,6 +594,10 @@ async function main(): Promise<void> {
   );
 
   await server.close();
+
+  section("7. Snapshots: size, snapshot and restore time (QuickJS, journal)");
+  gc();
+  out(await snapshotBench());
 
   section("Notes");
   if (anomalies.length === 0) out("every timed run answered status ok, result 2");

@@ -14,10 +14,24 @@ import type { RunDeterminism } from "./interface.ts";
 /** Most clock values one run records; a run that reads more cannot be journaled exactly. */
 export const MAX_RECORDED_CLOCK_READS = 10_000;
 
+/** CSPRNG words drawn 1,024 at a time: one system call serves 256 seeds. */
+const pool = new Uint32Array(1_024);
+let poolIndex = pool.length;
+
 /** A fresh seed: four unsigned 32-bit integers from the system's CSPRNG. */
 export function freshSeed(): [number, number, number, number] {
-  const words = getRandomValues(new Uint32Array(4));
-  return [words[0]!, words[1]!, words[2]!, words[3]!];
+  if (poolIndex + 4 > pool.length) {
+    getRandomValues(pool);
+    poolIndex = 0;
+  }
+  const seed: [number, number, number, number] = [
+    pool[poolIndex]!,
+    pool[poolIndex + 1]!,
+    pool[poolIndex + 2]!,
+    pool[poolIndex + 3]!,
+  ];
+  poolIndex += 4;
+  return seed;
 }
 
 /** See the module comment. One per run. */
