@@ -49,6 +49,46 @@ describe("loadConfig", () => {
     expect(config.runtimes).toEqual([{ module: join(dir, "backend.ts"), options: { threads: 1 } }]);
   });
 
+  it("reads the snapshot settings from a file and the environment", () => {
+    expect(loadConfig({})).toMatchObject({
+      dataDir: join(process.cwd(), ".data"),
+      snapshotKey: null,
+      allowUnsignedSnapshots: false,
+      hibernateAfterMs: 300_000,
+      hibernateAboveRssBytes: null,
+    });
+    const { dir, file } = writeConfig({ dataDir: "state", hibernateAfterMs: null });
+    expect(loadConfig({ SANDBOX_CONFIG: file })).toMatchObject({
+      dataDir: join(dir, "state"),
+      hibernateAfterMs: null,
+    });
+    const key = "ab".repeat(32);
+    expect(
+      loadConfig({
+        SANDBOX_DATA_DIR: "/var/lib/sandbox",
+        SANDBOX_SNAPSHOT_KEY: key,
+        SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS: "1",
+        SANDBOX_HIBERNATE_AFTER_MS: "off",
+        SANDBOX_HIBERNATE_ABOVE_RSS_BYTES: "2000000000",
+        SANDBOX_MAX_SNAPSHOT_BYTES: "1048576",
+      }),
+    ).toMatchObject({
+      dataDir: "/var/lib/sandbox",
+      snapshotKey: key,
+      allowUnsignedSnapshots: true,
+      hibernateAfterMs: null,
+      hibernateAboveRssBytes: 2_000_000_000,
+      maxSnapshotBytes: 1_048_576,
+    });
+    expect(() => loadConfig({ SANDBOX_SNAPSHOT_KEY: "short" })).toThrow(/SANDBOX_SNAPSHOT_KEY/);
+    expect(() => loadConfig({ SANDBOX_HIBERNATE_AFTER_MS: "soon" })).toThrow(
+      /SANDBOX_HIBERNATE_AFTER_MS/,
+    );
+    expect(() => loadConfig({ SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS: "yes" })).toThrow(
+      /SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS/,
+    );
+  });
+
   it("refuses a bad file or variable, naming it", () => {
     expect(() => loadConfig({ SANDBOX_CONFIG: writeConfig("{ not json").file })).toThrow(
       ConfigError,
