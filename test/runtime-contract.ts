@@ -120,6 +120,7 @@ export function runtimeContract(target: ContractTarget): void {
       determinism?: RunDeterminism;
       /** Answers tool calls instead of the contract tools (a journal replay). */
       bridge?: ToolBridge;
+      onOutput?: (stream: "stdout" | "stderr", text: string) => void;
     }
     const run = async (sessionId: string, sources: Sources | string, options: RunOptions = {}) => {
       const limits = { ...DEFAULT_SESSION_LIMITS, ...options.limits };
@@ -145,6 +146,7 @@ export function runtimeContract(target: ContractTarget): void {
         tools: options.bridge ?? gateway,
         signal: controller.signal,
         ...(options.determinism ? { determinism: options.determinism } : {}),
+        ...(options.onOutput ? { onOutput: options.onOutput } : {}),
       });
       gateway.settle();
       return {
@@ -529,6 +531,38 @@ export function runtimeContract(target: ContractTarget): void {
         },
       );
     }
+
+    contractCase("streams output as the guest prints it, within max_stdout_bytes", async () => {
+      const id = await newSession();
+      const seen: { stream: string; text: string; at: number }[] = [];
+      let ended = 0;
+      const outcome = await run(
+        id,
+        {
+          js: "console.log('first'); await echo(1); console.error('oops'); console.log('x'.repeat(50))",
+          python:
+            "import sys\nprint('first')\nawait echo(1)\nprint('oops', file=sys.stderr)\nprint('x' * 50)",
+        },
+        {
+          limits: { max_stdout_bytes: 20 },
+          onOutput: (stream, text) => seen.push({ stream, text, at: performance.now() }),
+        },
+      ).finally(() => {
+        ended = performance.now();
+      });
+      expect(outcome.status).toBe("ok");
+      const streamed = (stream: string) =>
+        seen
+          .filter((chunk) => chunk.stream === stream)
+          .map((chunk) => chunk.text)
+          .join("");
+      expect(streamed("stdout")).toBe(outcome.stdout);
+      expect(streamed("stderr")).toBe(outcome.stderr);
+      expect(outcome.stdout).toBe(`first\n${"x".repeat(14)}`);
+      expect(outcome.stderr).toBe("oops\n");
+      expect(seen[0]).toMatchObject({ stream: "stdout", text: "first\n" });
+      expect(seen.every((chunk) => chunk.at <= ended)).toBe(true);
+    });
 
     // Journals (docs/snapshots.md): a backend that declares "journal" pins randomness to the
     // run's seed and the clock to what it is given, and reports the clock reads.

@@ -310,7 +310,14 @@ export class ActiveRun {
   /** Host binding: print. Dropped once the run is closed. */
   print(stream: 1 | 2, text: string): void {
     if (this.#closed || this.#mode === "validate") return;
-    (stream === 2 ? this.#stderr : this.#stdout).write(text);
+    const kept = (stream === 2 ? this.#stderr : this.#stdout).write(text);
+    if (kept !== "" && this.#request.onOutput) {
+      try {
+        this.#request.onOutput(stream === 2 ? "stderr" : "stdout", kept);
+      } catch {
+        // A listener's failure must not reach the guest.
+      }
+    }
   }
 
   /**

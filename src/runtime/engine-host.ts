@@ -78,6 +78,12 @@ export function serveEngine(
         tools: bridgeFor(run),
         signal: controller.signal,
         ...(run.determinism ? { determinism: run.determinism } : {}),
+        ...(run.streamOutput
+          ? {
+              onOutput: (stream: "stdout" | "stderr", text: string) =>
+                port.postMessage({ kind: "output", runId: run.runId, stream, text }),
+            }
+          : {}),
         ...(flags && slot !== null
           ? { cancelRequested: () => Atomics.load(flags, slot) !== 0 }
           : {}),

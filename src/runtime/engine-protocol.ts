@@ -25,6 +25,8 @@ export interface WireRunRequest {
   /** Index of the run's flag in the worker's shared cancel buffer, when it has one. */
   cancelSlot: number | null;
   determinism: RunDeterminism | null;
+  /** Send "output" messages as the guest prints (the server streams them). */
+  streamOutput: boolean;
 }
 
 /** Server → worker. Requests carry an id the worker answers with a {@link EngineResponse}. */
@@ -61,7 +63,8 @@ export type EngineMessage =
       name: string;
       argsJson: string;
       kwargsJson: string;
-    };
+    }
+  | { kind: "output"; runId: string; stream: "stdout" | "stderr"; text: string };
 
 /** What a worker answers to "run". */
 export type WireRunOutcome = RuntimeRunOutcome;

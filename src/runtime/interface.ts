@@ -90,6 +90,11 @@ export interface RuntimeRunRequest {
    */
   determinism?: RunDeterminism;
   /**
+   * Called as guest code prints, with the text the capture kept (nothing past
+   * `max_stdout_bytes`), for live output streams. The outcome still carries all of it.
+   */
+  onOutput?: (stream: "stdout" | "stderr", text: string) => void;
+  /**
    * Polled while guest code runs synchronously, when the transport cannot deliver `signal`'s
    * abort event meanwhile (a worker thread busy in guest code reads a shared flag here).
    */

@@ -22,25 +22,27 @@ export class OutputCapture {
     this.#maxBytes = Math.max(0, maxBytes);
   }
 
-  /** Appends `text`, keeping what fits under the cap. */
-  write(text: string): void {
-    if (text.length === 0) return;
+  /** Appends `text`, keeping what fits under the cap; answers the part kept ("" for none). */
+  write(text: string): string {
+    if (text.length === 0) return "";
     const room = this.#maxBytes - this.#bytes;
     if (room <= 0) {
       this.#droppedBytes += utf8Length(text);
-      return;
+      return "";
     }
     // Each UTF-16 unit is at most 3 UTF-8 bytes: short text fits without measuring.
     if (text.length * 3 <= room) {
       this.#chunks.push(text);
       this.#bytes += utf8Length(text);
-      return;
+      return text;
     }
     const buffer = new Uint8Array(room);
     const { read, written } = encoder.encodeInto(text, buffer);
-    this.#chunks.push(text.slice(0, read));
+    const kept = text.slice(0, read);
+    this.#chunks.push(kept);
     this.#bytes += written;
     if (read < text.length) this.#droppedBytes += utf8Length(text.slice(read));
+    return kept;
   }
 
   /** What was kept. */

@@ -70,6 +70,7 @@ interface PendingRequest {
 
 interface InFlightRun {
   bridge: ToolBridge;
+  onOutput: RuntimeRunRequest["onOutput"];
   slot: number | null;
   watchdogFired: boolean;
   settle(outcome: RuntimeRunOutcome): void;
@@ -227,6 +228,7 @@ export class WorkerPoolRuntime implements LanguageRuntime {
       toolsVersion: request.tools.version,
       cancelSlot: slot,
       determinism: request.determinism ?? null,
+      streamOutput: request.onOutput !== undefined,
     };
     const onAbort = () => {
       if (slot !== null && worker.flags) Atomics.store(worker.flags, slot, 1);
@@ -249,6 +251,7 @@ export class WorkerPoolRuntime implements LanguageRuntime {
         };
         const inFlight: InFlightRun = {
           bridge: request.tools,
+          onOutput: request.onOutput,
           slot,
           watchdogFired: false,
           settle: resolve,
@@ -383,6 +386,14 @@ export class WorkerPoolRuntime implements LanguageRuntime {
         else {
           const code = isErrorCode(message.error.code) ? message.error.code : "INTERNAL_ERROR";
           pending.reject(new SandboxError(code, message.error.message));
+        }
+        return;
+      }
+      case "output": {
+        try {
+          worker.runs.get(message.runId)?.onOutput?.(message.stream, message.text);
+        } catch {
+          // A listener's failure must not break the pool.
         }
         return;
       }

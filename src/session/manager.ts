@@ -200,6 +200,12 @@ export interface RunInfo {
   approvals: Approval[];
 }
 
+/** Callbacks of one run (for embedders; nothing on the wire sets them). */
+export interface RunHooks {
+  /** Output as the guest prints it (what `max_stdout_bytes` keeps), for live streams. */
+  onOutput?: (stream: "stdout" | "stderr", text: string) => void;
+}
+
 /** What `POST /v1/runs` takes: a RunRequest where everything but `code` may be left out. */
 export type RunInput = Partial<RunRequest> & { code: string };
 
@@ -247,6 +253,7 @@ interface RunState {
   limits: SessionLimits;
   validateOnly: boolean;
   returnSnapshot: boolean;
+  onOutput: RunHooks["onOutput"];
   controller: AbortController;
   state: RunInfo["state"];
   createdAt: number;
@@ -426,6 +433,7 @@ export class SessionManager {
    */
   async submit(
     input: RunInput,
+    hooks: RunHooks = {},
   ): Promise<{ runId: string; done: Promise<RunResult>; waiting: Promise<RunResult> }> {
     if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
     const runId = input.run_id ?? randomUUID();
@@ -509,6 +517,7 @@ export class SessionManager {
       limits,
       validateOnly: input.validate_only ?? false,
       returnSnapshot: input.return_snapshot ?? false,
+      onOutput: hooks.onOutput,
       controller: new AbortController(),
       state: "queued",
       createdAt: Date.now(),
@@ -944,6 +953,7 @@ export class SessionManager {
           tools: gateway,
           signal: run.controller.signal,
           determinism,
+          ...(run.onOutput ? { onOutput: run.onOutput } : {}),
         });
         reported = true;
       } catch (error) {

@@ -117,6 +117,12 @@ export function decodePayload(compressed: Uint8Array, maxBytes: number): Snapsho
       }
       return area.subarray(start, start + length);
     };
+    // A recorded value must be JSON: replay hands it to the guest as it is.
+    for (const run of manifest.journal?.runs ?? []) {
+      for (const call of run.calls) {
+        if (call.reply?.ok === true) JSON.parse(call.reply.valueJson);
+      }
+    }
     return {
       session: manifest.session,
       journal: manifest.journal,

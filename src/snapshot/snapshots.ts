@@ -231,7 +231,13 @@ export function planRestore(
   if (snapshot.payload.journal && info.snapshotKinds.includes("journal")) {
     return { runtime, kind: "journal" };
   }
-  if (snapshot.payload.image && !snapshot.payload.journal && header.backend === info.id) {
+  if (
+    snapshot.payload.image &&
+    !snapshot.payload.journal &&
+    header.backend === info.id &&
+    info.snapshotKinds.includes("image") &&
+    header.engine !== info.engine
+  ) {
     throw new SandboxError(
       "SNAPSHOT_BUILD_MISMATCH",
       `The snapshot holds only an image of ${header.engine}; this server runs ${info.engine}, and images restore only into the same build.`,
