@@ -22,6 +22,7 @@ export * from "./runtime/registry.ts";
 export * from "./runtime/worker-pool.ts";
 export * from "./session/limits.ts";
 export * from "./session/manager.ts";
+export * from "./session/types.ts";
 export * from "./snapshot/envelope.ts";
 export * from "./snapshot/journal.ts";
 export * from "./snapshot/payload.ts";

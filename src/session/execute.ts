@@ -1,0 +1,137 @@
+/**
+ * Executing one run in its session's backend: its tool gateway, the backend call, the
+ * type-check of `validate_only` TypeScript, journaling, `return_snapshot`, and the RunResult
+ * with its metrics. The session manager calls it when the run's turn comes; the run's session
+ * is not running anything else.
+ *
+ * A backend that throws is a host failure, reported as an `interrupted` RunResult
+ * (`ENGINE_CRASHED` unless it threw a SandboxError); the session survives but stops being
+ * journaled.
+ *
+ * @module
+ */
+import type { RunResult } from "../contract/types.ts";
+import { errorObject, isSandboxError } from "../errors.ts";
+import { freshSeed } from "../runtime/determinism.ts";
+import type { RunDeterminism, RuntimeRunOutcome } from "../runtime/interface.ts";
+import type { SealedSnapshot } from "../snapshot/snapshots.ts";
+import type { ApprovalQueue } from "../tools/approvals.ts";
+import { ToolGateway } from "../tools/gateway.ts";
+import type { ToolRegistry } from "../tools/registry.ts";
+import type { StubCache } from "../tools/stubs.ts";
+import { journalRun, stopJournal } from "./journal.ts";
+import { clampU32, hostOutcome, settleOutcome } from "./results.ts";
+import type { RunState, SessionState } from "./state.ts";
+import { rememberCell, typecheckRun } from "./typecheck.ts";
+
+/** What {@link executeRun} needs of the session manager. */
+export interface ExecuteContext {
+  tools: ToolRegistry;
+  approvals: ApprovalQueue;
+  stubs: StubCache;
+  /** Bytes a session's journal may grow to (`SnapshotOptions.maxJournalBytes`). */
+  maxJournalBytes: number;
+  /** Snapshots a session that is not running and stores it (for `return_snapshot`). */
+  snapshot: (session: SessionState) => Promise<SealedSnapshot>;
+}
+
+/** Executes a run that has its session to itself and answers its RunResult. */
+export async function executeRun(run: RunState, context: ExecuteContext): Promise<RunResult> {
+  const started = performance.now();
+  const queueMs = started - run.enqueuedAt;
+  const session = run.session;
+  const gateway = new ToolGateway({
+    registry: context.tools,
+    sessionId: session.meta.id,
+    runId: run.id,
+    maxExternalCalls: run.limits.max_external_calls,
+    deadline: started + run.limits.wall_ms,
+    signal: run.controller.signal,
+    allowedSideEffects: session.allowedSideEffects,
+    approvals: context.approvals,
+    session: { language: session.meta.language, runtime: session.runtime.info.id },
+  });
+  run.gateway = gateway;
+  const determinism: RunDeterminism = { seed: freshSeed(), clock: null };
+  /** Whether the backend ran the code and reported how it ended. */
+  let reported = false;
+  let outcome: RuntimeRunOutcome;
+  if (run.controller.signal.aborted) {
+    outcome = hostOutcome("cancelled", errorObject("RUN_CANCELLED", "The run was cancelled."));
+  } else {
+    try {
+      outcome = await session.runtime.run({
+        runId: run.id,
+        sessionId: session.meta.id,
+        language: run.language,
+        code: run.code,
+        inputs: run.inputs,
+        limits: run.limits,
+        validateOnly: run.validateOnly,
+        tools: gateway,
+        signal: run.controller.signal,
+        determinism,
+        ...(run.onOutput ? { onOutput: run.onOutput } : {}),
+      });
+      reported = true;
+    } catch (error) {
+      // What the code did before the backend failed is unknown: the journal cannot replay it.
+      if (!run.validateOnly) {
+        stopJournal(session, "the backend failed during a run, leaving its state unknown");
+      }
+      const failure = isSandboxError(error)
+        ? error.toErrorObject()
+        : errorObject(
+            "ENGINE_CRASHED",
+            `The backend failed: ${error instanceof Error ? error.message : String(error)}`,
+          );
+      outcome = hostOutcome("interrupted", failure);
+    }
+  }
+  gateway.settle();
+  if (run.validateOnly && run.language === "typescript" && outcome.status === "ok") {
+    outcome = await typecheckRun(run, outcome, context.tools, context.stubs);
+  } else if (!run.validateOnly && outcome.status !== "validation_error") {
+    rememberCell(run);
+    if (reported) journalRun(run, outcome, gateway, determinism, context.maxJournalBytes);
+  }
+  const { status, error, diagnostics } = settleOutcome(outcome, gateway);
+  let snapshotId: string | null = null;
+  if (run.returnSnapshot && !run.validateOnly) {
+    try {
+      snapshotId = (await context.snapshot(session)).id;
+    } catch (failure) {
+      const described = isSandboxError(failure)
+        ? failure.toErrorObject()
+        : errorObject("INTERNAL_ERROR", String(failure));
+      diagnostics.push({
+        severity: "warning",
+        code: described.code,
+        message: `return_snapshot was asked, but no snapshot was taken: ${described.message}`,
+        hint: described.hint,
+        span: null,
+      });
+    }
+  }
+  const records = [...gateway.records];
+  return {
+    status,
+    result: outcome.result,
+    stdout: outcome.stdout,
+    stderr: outcome.stderr,
+    diagnostics,
+    external_calls: records,
+    snapshot_id: snapshotId,
+    metrics: {
+      duration_ms: clampU32(performance.now() - started),
+      memory_peak_bytes: Math.max(0, Math.round(outcome.memoryPeakBytes)),
+      instructions: Math.max(0, Math.round(outcome.instructions)),
+      external_calls_count: records.length,
+      cpu_ms: clampU32(outcome.cpuMs),
+      queue_ms: clampU32(queueMs),
+    },
+    error,
+    run_id: run.id,
+    session_id: session.meta.id,
+  };
+}

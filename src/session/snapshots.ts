@@ -1,0 +1,389 @@
+/**
+ * Snapshots of a session manager's sessions (docs/snapshots.md): taking them between runs,
+ * keeping them in the {@link SnapshotStore}, restoring them as new sessions, and hibernation
+ * — idle sessions snapshotted to the store and evicted from their backend, woken by whatever
+ * names them next. The manager owns one {@link SessionSnapshots}; it reaches the live
+ * sessions through the {@link SessionPool} and the session queues through `runTask`.
+ *
+ * @module
+ */
+import { randomBytes } from "node:crypto";
+import { assertSessionId } from "../contract/ids.ts";
+import type { SessionId } from "../contract/types.ts";
+import { isSandboxError, SandboxError } from "../errors.ts";
+import type { SnapshotKeyring } from "../snapshot/envelope.ts";
+import {
+  captureSnapshot,
+  DEFAULT_SNAPSHOT_BOUNDS,
+  readSnapshot,
+  type SealedSnapshot,
+  type SnapshotBounds,
+} from "../snapshot/snapshots.ts";
+import { MemorySnapshotStore, type SnapshotStore } from "../snapshot/store.ts";
+import type { SessionManager } from "./manager.ts";
+import { type MaterializeContext, type Materialized, materialize } from "./materialize.ts";
+import { describeSealed, describeSnapshot } from "./results.ts";
+import type { PoolHibernation, SessionPool } from "./sessions.ts";
+import {
+  type HibernatedSession,
+  hibernatedInfo,
+  isIdle,
+  type SessionState,
+  sideEffectsOf,
+} from "./state.ts";
+import type {
+  RestoreInfo,
+  RestoreInput,
+  SessionInfo,
+  SnapshotInfo,
+  SnapshotOptions,
+} from "./types.ts";
+
+/** Options of {@link SessionSnapshots}. */
+export interface SessionSnapshotsOptions extends MaterializeContext {
+  /** The manager's snapshot settings (default: an in-memory store, a random key, no hibernation). */
+  snapshots: SnapshotOptions | undefined;
+  /** The live sessions. */
+  pool: SessionPool;
+  /** Idle time (ms) after which a session, hibernated or not, is destroyed. */
+  idleTtlMs: number;
+  /** Runs `work` on a session between runs: after the running run, before queued ones. */
+  runTask: <T>(session: SessionState, work: () => Promise<T>) => Promise<T>;
+}
+
+/** Snapshots, restores and hibernation of a session manager (see the module comment). */
+export class SessionSnapshots implements PoolHibernation {
+  readonly #hibernated = new Map<SessionId, HibernatedSession>();
+  readonly #store: SnapshotStore;
+  readonly #keyring: SnapshotKeyring;
+  readonly #bounds: SnapshotBounds;
+  readonly #maxJournalBytes: number;
+  readonly #hibernateAfterMs: number | null;
+  readonly #hibernateAboveRssBytes: number | null;
+  readonly #options: SessionSnapshotsOptions;
+  readonly #pool: SessionPool;
+  #lastStoreGc = 0;
+
+  constructor(options: SessionSnapshotsOptions) {
+    const snapshots = options.snapshots ?? {
+      store: new MemorySnapshotStore(),
+      key: new Uint8Array(randomBytes(32)),
+    };
+    this.#store = snapshots.store;
+    this.#keyring = { key: snapshots.key, allowUnsigned: snapshots.allowUnsigned ?? false };
+    this.#bounds = { ...DEFAULT_SNAPSHOT_BOUNDS, ...snapshots.bounds };
+    this.#maxJournalBytes = snapshots.maxJournalBytes ?? 32 * 1_048_576;
+    this.#hibernateAfterMs = snapshots.hibernateAfterMs ?? null;
+    this.#hibernateAboveRssBytes = snapshots.hibernateAboveRssBytes ?? null;
+    this.#options = options;
+    this.#pool = options.pool;
+  }
+
+  /** The snapshot store. */
+  get store(): SnapshotStore {
+    return this.#store;
+  }
+
+  /** Bytes a session's journal may grow to (`maxJournalBytes`). */
+  get maxJournalBytes(): number {
+    return this.#maxJournalBytes;
+  }
+
+  /** Idle time (ms) after which a session hibernates, or null (never). */
+  get hibernateAfterMs(): number | null {
+    return this.#hibernateAfterMs;
+  }
+
+  /** Whether sessions hibernate to make room (`hibernateAfterMs` is set). */
+  get hibernatesForRoom(): boolean {
+    return this.#hibernateAfterMs !== null;
+  }
+
+  /** Number of hibernated sessions. */
+  get hibernatedCount(): number {
+    return this.#hibernated.size;
+  }
+
+  /** Whether `id` names a hibernated session. */
+  isHibernated(id: SessionId): boolean {
+    return this.#hibernated.has(id);
+  }
+
+  /** A hibernated session as the API shows it, or undefined when `id` is not hibernated. */
+  info(id: SessionId): SessionInfo | undefined {
+    const hibernated = this.#hibernated.get(id);
+    return hibernated ? hibernatedInfo(hibernated, this.#options.idleTtlMs) : undefined;
+  }
+
+  /** Every hibernated session as the API shows it. */
+  list(): SessionInfo[] {
+    return [...this.#hibernated.values()].map((session) =>
+      hibernatedInfo(session, this.#options.idleTtlMs),
+    );
+  }
+
+  /** Snapshots a session that is not running and stores the snapshot. */
+  async snapshot(session: SessionState): Promise<SealedSnapshot> {
+    const id = session.meta.id;
+    const workspaces = this.#options.workspaces;
+    const sealed = await captureSnapshot(
+      {
+        meta: { ...session.meta, limits: { ...session.meta.limits } },
+        runtime: session.runtime,
+        allowedSideEffects: sideEffectsOf(session),
+        journal: session.journalGap ? null : { runs: session.journal },
+        journalGap: session.journalGap,
+        workspace: workspaces.has(id) ? workspaces.get(id) : null,
+      },
+      this.#keyring.key,
+      this.#bounds,
+    );
+    await this.#store.put(sealed.id, sealed.bytes);
+    return sealed;
+  }
+
+  /** See {@link SessionManager.snapshotSession}. */
+  async snapshotSession(id: string): Promise<SnapshotInfo> {
+    assertSessionId(id);
+    const hibernated = this.#hibernated.get(id);
+    if (hibernated) {
+      const bytes = await this.#store.get(hibernated.snapshotId);
+      if (bytes) {
+        hibernated.shared = true;
+        return describeSnapshot(
+          hibernated.snapshotId,
+          bytes.byteLength,
+          readSnapshot(bytes, this.#keyring, this.#bounds),
+        );
+      }
+    }
+    const session = this.#pool.get(id) ?? (await this.#pool.pending(id));
+    if (!session || session.destroyed)
+      throw new SandboxError("SESSION_NOT_FOUND", `No session '${id}'.`);
+    const sealed = await this.#options.runTask(session, () => this.snapshot(session));
+    return describeSealed(sealed, session.journalGap ? 0 : session.journal.length);
+  }
+
+  /** See {@link SessionManager.restoreSession}. */
+  async restore(input: RestoreInput): Promise<RestoreInfo> {
+    const started = performance.now();
+    const pool = this.#pool;
+    if (pool.closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
+    if ((input.snapshot === undefined) === (input.snapshot_id === undefined)) {
+      throw new SandboxError("INVALID_REQUEST", "Give either snapshot_id or the snapshot's bytes.");
+    }
+    const bytes = input.snapshot ?? (await this.get(input.snapshot_id!));
+    const read = readSnapshot(bytes, this.#keyring, this.#bounds);
+    const id = assertSessionId(input.session_id ?? read.opened.header.session.id);
+    if (pool.has(id) || this.#hibernated.has(id)) {
+      throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists.`, {
+        hint: "Restore under another id with session_id, or destroy the existing session first.",
+      });
+    }
+    let restored!: Materialized;
+    const creation = (async () => {
+      await pool.makeRoom(id);
+      restored = await materialize(id, read, input.runtime, null, this.#options);
+      pool.add(restored.session);
+      return restored.session;
+    })();
+    pool.track(id, creation);
+    try {
+      await creation;
+    } finally {
+      pool.untrack(id);
+    }
+    return {
+      session: pool.info(restored.session),
+      snapshot_id: read.opened.id,
+      restored_from: restored.kind,
+      runtime: restored.session.runtime.info.id,
+      replayed_runs: restored.replayed,
+      files: read.payload.workspace.length,
+      duration_ms: Math.round((performance.now() - started) * 100) / 100,
+    };
+  }
+
+  /** See {@link SessionManager.getSnapshot}. */
+  async get(id: string): Promise<Uint8Array> {
+    const bytes = /^[0-9a-f]{64}$/.test(id) ? await this.#store.get(id) : null;
+    if (!bytes)
+      throw new SandboxError("SNAPSHOT_NOT_FOUND", `No snapshot '${id}' is in the store.`);
+    return bytes;
+  }
+
+  /** See {@link SessionManager.putSnapshot}. */
+  async put(bytes: Uint8Array): Promise<SnapshotInfo> {
+    const read = readSnapshot(bytes, this.#keyring, this.#bounds);
+    await this.#store.put(read.opened.id, bytes);
+    return describeSnapshot(read.opened.id, bytes.byteLength, read);
+  }
+
+  /** See {@link SessionManager.deleteSnapshot}. */
+  async delete(id: string): Promise<void> {
+    for (const hibernated of this.#hibernated.values()) {
+      if (hibernated.snapshotId === id) {
+        throw new SandboxError(
+          "SNAPSHOT_IN_USE",
+          `Snapshot '${id}' holds hibernated session '${hibernated.meta.id}'.`,
+        );
+      }
+    }
+    if (!(/^[0-9a-f]{64}$/.test(id) && (await this.#store.delete(id)))) {
+      throw new SandboxError("SNAPSHOT_NOT_FOUND", `No snapshot '${id}' is in the store.`);
+    }
+  }
+
+  /** See {@link SessionManager.listSnapshots}. */
+  async stored(): Promise<{
+    snapshots: { snapshot_id: string; bytes: number; stored_at: number }[];
+    usage: { bytes: number; count: number; max_bytes: number };
+  }> {
+    const [entries, usage] = await Promise.all([this.#store.list(), this.#store.usage()]);
+    return {
+      snapshots: entries.map((entry) => ({
+        snapshot_id: entry.id,
+        bytes: entry.bytes,
+        stored_at: Math.round(entry.stored_at),
+      })),
+      usage,
+    };
+  }
+
+  /**
+   * Snapshots an idle session into the store and evicts it from its backend; answers false
+   * when it became busy, or cannot be snapshotted (it then stays as it is).
+   */
+  async hibernate(session: SessionState): Promise<boolean> {
+    if (!isIdle(session)) return false;
+    if (session.journalGap && !session.runtime.info.snapshotKinds.includes("image")) return false;
+    return this.#options.runTask(session, async () => {
+      if (session.queue.length > 0 || session.destroyed) return false;
+      const sealed = await this.snapshot(session);
+      if (session.queue.length > 0 || session.destroyed) return false;
+      const id = session.meta.id;
+      // From here on nothing awaits until the session is hibernated: a run that arrives next
+      // finds it hibernated and wakes it.
+      session.destroyed = true;
+      this.#pool.remove(id);
+      this.#hibernated.set(id, {
+        meta: { ...session.meta, limits: { ...session.meta.limits } },
+        runtimeId: session.runtime.info.id,
+        allowedSideEffects: sideEffectsOf(session),
+        runCount: session.runCount,
+        snapshotId: sealed.id,
+        shared: false,
+      });
+      this.#options.workspaces.delete(id);
+      await session.runtime.destroySession(id).catch(() => false);
+      return true;
+    });
+  }
+
+  /** Hibernates the least recently used idle session that can be; answers whether one was. */
+  async hibernateLeastRecentlyUsed(): Promise<boolean> {
+    const candidates = this.#pool
+      .list()
+      .filter((session) => isIdle(session))
+      .sort((a, b) => a.meta.last_used_at - b.meta.last_used_at);
+    for (const session of candidates.slice(0, 8)) {
+      if (await this.hibernate(session).catch(() => false)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Restores a hibernated session under its own id (its next run, or a snapshot of it).
+   * @throws SandboxError what the restore failed with; the session is then gone (its
+   *   snapshot stays in the store).
+   */
+  wake(id: SessionId): Promise<SessionState> {
+    const pool = this.#pool;
+    const pending = pool.pending(id);
+    if (pending) return pending;
+    const hibernated = this.#hibernated.get(id);
+    if (!hibernated)
+      return Promise.reject(new SandboxError("SESSION_NOT_FOUND", `No session '${id}'.`));
+    const waking = (async () => {
+      if (pool.closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
+      await pool.makeRoom(id);
+      const bytes = await this.#store.get(hibernated.snapshotId);
+      if (!bytes) {
+        throw new SandboxError(
+          "SNAPSHOT_NOT_FOUND",
+          `Its snapshot ${hibernated.snapshotId} is no longer in the store.`,
+        );
+      }
+      const read = readSnapshot(bytes, this.#keyring, this.#bounds);
+      const { session } = await materialize(
+        id,
+        read,
+        hibernated.runtimeId,
+        hibernated,
+        this.#options,
+      );
+      this.#hibernated.delete(id);
+      pool.add(session);
+      return session;
+    })();
+    pool.track(id, waking);
+    return waking.then(
+      async (session) => {
+        pool.untrack(id);
+        if (!hibernated.shared) await this.#store.delete(hibernated.snapshotId).catch(() => false);
+        return session;
+      },
+      (error: unknown) => {
+        pool.untrack(id);
+        this.#hibernated.delete(id);
+        const code = isSandboxError(error) ? error.code : "INTERNAL_ERROR";
+        const message = error instanceof Error ? error.message : String(error);
+        throw new SandboxError(
+          code,
+          `Session '${id}' could not be woken from hibernation (its snapshot ${hibernated.snapshotId} is kept): ${message}`,
+        );
+      },
+    );
+  }
+
+  /** Destroys a hibernated session: its snapshot goes too, unless it was handed to a client. */
+  async drop(id: SessionId): Promise<void> {
+    const hibernated = this.#hibernated.get(id);
+    if (hibernated) await this.#drop(hibernated);
+  }
+
+  /**
+   * The sweeper's part: destroys hibernated sessions idle for `idleTtlMs`, then hibernates
+   * idle sessions, least recently used first, while the process's RSS is above
+   * `hibernateAboveRssBytes`.
+   */
+  async sweep(now: number): Promise<void> {
+    for (const hibernated of [...this.#hibernated.values()]) {
+      if (now - hibernated.meta.last_used_at >= this.#options.idleTtlMs)
+        await this.#drop(hibernated);
+    }
+    if (this.#hibernateAboveRssBytes !== null) {
+      while (process.memoryUsage.rss() > this.#hibernateAboveRssBytes) {
+        if (!(await this.hibernateLeastRecentlyUsed())) break;
+      }
+    }
+  }
+
+  /** Collects the snapshot store, at most hourly; hibernated sessions' snapshots are kept. */
+  async collect(now: number): Promise<void> {
+    if (now - this.#lastStoreGc >= 3_600_000) {
+      this.#lastStoreGc = now;
+      // Hibernated sessions' snapshots expire with their sessions, not with the store's TTL.
+      const keep = new Set([...this.#hibernated.values()].map((session) => session.snapshotId));
+      await this.#store.gc(now, keep).catch(() => 0);
+    }
+  }
+
+  async #drop(hibernated: HibernatedSession): Promise<void> {
+    const id = hibernated.meta.id;
+    if (this.#hibernated.get(id) !== hibernated) return;
+    this.#hibernated.delete(id);
+    if (!hibernated.shared) await this.#store.delete(hibernated.snapshotId).catch(() => false);
+    this.#pool.notifyDestroyed(id);
+  }
+}
