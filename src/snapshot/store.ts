@@ -27,7 +27,7 @@ import {
   unlink,
 } from "node:fs/promises";
 import { join } from "node:path";
-import { SandboxError } from "../errors.ts";
+import { type ErrorCode, SandboxError } from "../errors.ts";
 
 /** One stored snapshot. */
 export interface StoredSnapshot {
@@ -67,7 +67,21 @@ export interface FsSnapshotStoreOptions {
   maxBytes?: number;
   /** Age after which `gc()` deletes a snapshot, in ms (default 7 days). */
   ttlMs?: number;
+  /**
+   * What the store keeps, for reuse as another content-addressed store (e.g. artifacts):
+   * file extension (default `.snap`), the noun in messages (default `snapshot`), and the codes
+   * for a full store and an id that is not one (default `SNAPSHOT_STORE_FULL`,
+   * `SNAPSHOT_NOT_FOUND`).
+   */
+  kind?: { extension: string; noun: string; fullCode: ErrorCode; badIdCode: ErrorCode };
 }
+
+const SNAPSHOT_KIND = {
+  extension: ".snap",
+  noun: "snapshot",
+  fullCode: "SNAPSHOT_STORE_FULL",
+  badIdCode: "SNAPSHOT_NOT_FOUND",
+} as const;
 
 const ID = /^[0-9a-f]{64}$/;
 const TEMP_TTL_MS = 3_600_000;
@@ -80,8 +94,10 @@ export class FsSnapshotStore implements SnapshotStore {
   readonly #ttlMs: number;
   #totals: Promise<{ bytes: number; count: number }> | null = null;
   readonly #inflight = new Map<string, Promise<StoredSnapshot>>();
+  readonly #kind: NonNullable<FsSnapshotStoreOptions["kind"]>;
 
   constructor(options: FsSnapshotStoreOptions) {
+    this.#kind = options.kind ?? SNAPSHOT_KIND;
     this.#directory = options.directory;
     this.#tmp = join(options.directory, "tmp");
     this.#maxBytes = options.maxBytes ?? 4 * 1_073_741_824;
@@ -89,9 +105,13 @@ export class FsSnapshotStore implements SnapshotStore {
   }
 
   #path(id: string): string {
-    if (!ID.test(id))
-      throw new SandboxError("SNAPSHOT_NOT_FOUND", `'${id}' is not a snapshot id (64 hex digits).`);
-    return join(this.#directory, id.slice(0, 2), `${id}.snap`);
+    if (!ID.test(id)) {
+      throw new SandboxError(
+        this.#kind.badIdCode,
+        `'${id}' is not a ${this.#kind.noun} id (64 hex digits).`,
+      );
+    }
+    return join(this.#directory, id.slice(0, 2), `${id}${this.#kind.extension}`);
   }
 
   async #scan(): Promise<StoredSnapshot[]> {
@@ -111,8 +131,8 @@ export class FsSnapshotStore implements SnapshotStore {
         continue;
       }
       for (const name of names) {
-        if (!name.endsWith(".snap")) continue;
-        const id = name.slice(0, -5);
+        if (!name.endsWith(this.#kind.extension)) continue;
+        const id = name.slice(0, -this.#kind.extension.length);
         if (!ID.test(id)) continue;
         try {
           const info = await stat(join(this.#directory, shard, name));
@@ -160,8 +180,8 @@ export class FsSnapshotStore implements SnapshotStore {
       const after = await this.#totalsNow();
       if (after.bytes + bytes.byteLength > this.#maxBytes) {
         throw new SandboxError(
-          "SNAPSHOT_STORE_FULL",
-          `The snapshot store holds ${after.bytes} of ${this.#maxBytes} bytes; this snapshot needs ${bytes.byteLength}.`,
+          this.#kind.fullCode,
+          `The ${this.#kind.noun} store holds ${after.bytes} of ${this.#maxBytes} bytes; this ${this.#kind.noun} needs ${bytes.byteLength}.`,
         );
       }
     }
