@@ -334,6 +334,30 @@ export const ERROR_CODES = {
     scope: "http",
     meaning: "A capability definition is malformed (schema does not compile, bad limits).",
   },
+  // Runner sessions and processes (seeds 000, 001, 003)
+  INVALID_IDENTIFIER: {
+    http: 400,
+    scope: "http",
+    meaning:
+      "An identifier is empty, longer than 120 bytes, or has characters other than ASCII letters, digits, '-', '_' and ':' (seed 001).",
+  },
+  PROCESS_NOT_FOUND: {
+    http: 404,
+    scope: "http",
+    meaning: "No process with this id is registered (finished ones are kept for a while only).",
+  },
+  PROCESS_EXISTS: {
+    http: 409,
+    scope: "http",
+    meaning:
+      "A process with this id is still running (a runner command_id in use); a finished one is replaced.",
+  },
+  RUNNER_UNSUPPORTED: {
+    http: 501,
+    scope: "http",
+    meaning:
+      "The runner provider does not support the operation (e.g. port preview, or artifact export on a provider without it).",
+  },
   // Snapshots
   SNAPSHOT_NOT_SUPPORTED: {
     http: 501,
