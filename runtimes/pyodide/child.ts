@@ -22,6 +22,8 @@
  * @module
  */
 import { Socket } from "node:net";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
 import { MessageChannel, Worker } from "node:worker_threads";
 import type { ToolCallReply } from "../../src/index.ts";
 import { encodeFrame, FrameDecoder } from "./frames.ts";
@@ -49,6 +51,10 @@ const IDLE_SAMPLE_MS = 1_000;
 const IDLE_CPU_MS_PER_S = 200;
 
 const options = JSON.parse(process.argv.at(-1) ?? "{}") as ChildOptions;
+// Node's permission model lets a worker thread read its process's working directory (as of
+// Node 24.21): with "/" as the working directory that is every file. This directory is
+// readable anyway.
+process.chdir(dirname(fileURLToPath(import.meta.url)));
 const socket = new Socket({ fd: 3, readable: true, writable: true });
 const decoder = new FrameDecoder(MAX_INBOUND_FRAME_BYTES);
 let closing = false;

@@ -292,7 +292,7 @@ export class PyodideRuntime implements LanguageRuntime {
         process.kill();
         return;
       }
-      entry.process = process;
+      this.#assign(entry, process);
     } catch (error) {
       if (this.#sessions.get(sessionId) === entry) this.#sessions.delete(sessionId);
       throw error;
@@ -311,11 +311,11 @@ export class PyodideRuntime implements LanguageRuntime {
     try {
       let restarted = false;
       if (!entry.process?.alive) {
-        entry.process = await this.#acquire();
+        this.#assign(entry, await this.#acquire());
         restarted = entry.lost;
         entry.lost = false;
       }
-      const process = entry.process;
+      const process = entry.process!;
       entry.cells += 1;
       const childRequest: ChildRunRequest = {
         code: request.code,
@@ -331,8 +331,8 @@ export class PyodideRuntime implements LanguageRuntime {
       const { report, crashed } = await process.run(childRequest, request, watchdogMs);
       const outcome = reportToOutcome(report, request.limits);
       if (report.reset || !process.alive) {
-        process.kill();
         if (entry.process === process) entry.process = null;
+        process.kill();
         // A crash is announced again by the next run, which starts empty.
         entry.lost = crashed;
       }
@@ -347,8 +347,9 @@ export class PyodideRuntime implements LanguageRuntime {
     const entry = this.#sessions.get(sessionId);
     if (!entry) return false;
     this.#sessions.delete(sessionId);
-    entry.process?.kill();
+    const process = entry.process;
     entry.process = null;
+    process?.kill();
     return true;
   }
 
@@ -380,6 +381,16 @@ export class PyodideRuntime implements LanguageRuntime {
     for (const waiter of this.#waiters.splice(0)) {
       waiter.reject(new SandboxError("SERVICE_CLOSING", "The runtime is closed."));
     }
+  }
+
+  /** Gives a session a process; if the process dies while it holds the session, the session's next run starts empty and says so. */
+  #assign(entry: SessionEntry, process: PyodideProcess): void {
+    entry.process = process;
+    process.onExit(() => {
+      if (entry.process !== process) return;
+      entry.process = null;
+      entry.lost = true;
+    });
   }
 
   #checkMemory(limits: SessionLimits): void {
