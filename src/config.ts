@@ -89,7 +89,10 @@ export function defaultConfig(): ServerConfig {
     ceilings: { ...DEFAULT_CEILINGS },
     defaultLanguage: "python",
     defaultRuntimes: {},
-    runtimes: [{ module: resolve(REPOSITORY_ROOT, "runtimes/quickjs/index.ts"), options: {} }],
+    runtimes: [
+      { module: resolve(REPOSITORY_ROOT, "runtimes/quickjs/index.ts"), options: {} },
+      { module: resolve(REPOSITORY_ROOT, "runtimes/pyodide/index.ts"), options: {} },
+    ],
     capabilities: [{ module: resolve(REPOSITORY_ROOT, "capabilities/kv/index.ts"), options: {} }],
     logLevel: "info",
   };

@@ -268,6 +268,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
           default_for: Object.entries(defaults)
             .filter(([, id]) => id === runtime.info.id)
             .map(([language]) => language),
+          ...(runtime.stats ? { stats: runtime.stats() } : {}),
         })),
         limits: manager.limits,
       };

@@ -140,4 +140,9 @@ export interface LanguageRuntime {
   canRestoreSnapshot(snapshot: Uint8Array): boolean;
   /** Stops workers and frees every session. */
   close(): Promise<void>;
+  /**
+   * Live figures of the backend (pool sizes, memory per interpreter, …), JSON-serializable;
+   * `GET /v1/runtimes` serves them as `stats`. Optional: backends without any omit it.
+   */
+  stats?(): object;
 }
