@@ -59,8 +59,7 @@ export const ERROR_CODES = {
   RUNTIME_UNAVAILABLE: {
     http: 503,
     scope: "http",
-    meaning:
-      "The backend cannot start sessions on this host now (e.g. Pyodide's containment is unavailable, or its base image failed to build); the message says why.",
+    meaning: "The backend cannot start sessions on this host now; the message says why.",
   },
   // Sessions and runs
   INVALID_SESSION_ID: {
