@@ -6,14 +6,14 @@
  * It is built once, by a contained child in build mode, and cached on disk under a key that
  * covers everything it depends on: the Pyodide build (SHA-256 of its wasm, JavaScript and
  * standard library), the prelude, the preloaded modules and {@link IMAGE_FORMAT}. A missing
- * or stale image is built on demand; a lock file keeps concurrent servers (or test workers)
+ * image, or one that does not match the SHA-256 written beside it, is built on demand; a lock file keeps concurrent servers (or test workers)
  * from building the same image twice. Pyodide's snapshot API is private
  * (`_makeSnapshot`/`makeMemorySnapshot`/`_loadSnapshot`); the exact package version is pinned.
  *
  * @module
  */
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, statSync } from "node:fs";
 import { open, unlink, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -101,7 +101,7 @@ export async function ensureImage(
   path: string,
   build: () => Promise<BuiltImage>,
 ): Promise<ImageState> {
-  if (existsSync(path)) return { path, bytes: statSync(path).size, built: false, buildMs: 0 };
+  if (isIntact(path)) return { path, bytes: statSync(path).size, built: false, buildMs: 0 };
   ensureDirectory(dirname(path));
   const lockPath = `${path}.lock`;
   for (;;) {
@@ -111,13 +111,13 @@ export async function ensureImage(
     });
     if (lock) {
       try {
-        if (existsSync(path)) return { path, bytes: statSync(path).size, built: false, buildMs: 0 };
+        if (isIntact(path)) return { path, bytes: statSync(path).size, built: false, buildMs: 0 };
         const started = performance.now();
         const image = await build();
-        const temporary = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-        await writeFile(temporary, image.bytes, { mode: 0o644 });
-        chmodSync(temporary, 0o644);
-        renameSync(temporary, path);
+        const suffix = `${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+        // The digest first, then the image: a reader that sees the image can check it.
+        await writeReadable(`${path}.sha256.${suffix}`, sha256(image.bytes), `${path}.sha256`);
+        await writeReadable(`${path}.${suffix}`, image.bytes, path);
         return {
           path,
           bytes: image.bytes.byteLength,
@@ -131,7 +131,7 @@ export async function ensureImage(
     }
     // Someone else is building: wait for the image, or take over a lock left by a dead builder.
     const waitUntil = performance.now() + WAIT_FOR_BUILDER_MS;
-    while (!existsSync(path) && performance.now() < waitUntil) {
+    while (!isIntact(path) && performance.now() < waitUntil) {
       let age = 0;
       try {
         age = Date.now() - statSync(lockPath).mtimeMs;
@@ -144,8 +144,27 @@ export async function ensureImage(
       }
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
-    if (existsSync(path)) return { path, bytes: statSync(path).size, built: false, buildMs: 0 };
+    if (isIntact(path)) return { path, bytes: statSync(path).size, built: false, buildMs: 0 };
     if (performance.now() >= waitUntil)
       throw new Error(`Timed out waiting for the Pyodide image ${path}`);
+  }
+}
+
+function sha256(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+async function writeReadable(temporary: string, content: string | Uint8Array, path: string) {
+  await writeFile(temporary, content, { mode: 0o644 });
+  chmodSync(temporary, 0o644);
+  renameSync(temporary, path);
+}
+
+/** Whether the image exists and matches the digest written beside it (a torn write does not). */
+function isIntact(path: string): boolean {
+  try {
+    return readFileSync(`${path}.sha256`, "utf8").trim() === sha256(readFileSync(path));
+  } catch {
+    return false;
   }
 }

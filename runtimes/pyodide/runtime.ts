@@ -16,7 +16,8 @@
  *
  * @module
  */
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
@@ -110,6 +111,12 @@ export interface PyodideRuntimeOptions {
   interpreterHeapMb?: number;
   /** Resident memory a process may use beyond its idle size and memory_mb before it is stopped, in MiB (default 256). */
   processMemoryHeadroomMb?: number;
+  /**
+   * V8's WebAssembly compilers for the interpreter: `"optimizing"` (default: baseline code
+   * first, hot functions optimized) or `"baseline"` (Liftoff only: about 20 MiB less per
+   * interpreter, Python about 1.9× slower; docs/runtimes.md).
+   */
+  wasmCompiler?: "optimizing" | "baseline";
 }
 
 /** What {@link PyodideRuntime.stats} reports (served by `GET /v1/runtimes`). */
@@ -188,9 +195,11 @@ export class PyodideRuntime implements LanguageRuntime {
   #lastStartAt = 0;
   #refillTimer: NodeJS.Timeout | null = null;
   #idleWasmBytes: number | null = null;
+  readonly #cacheDirConfigured: boolean;
 
   constructor(info: RuntimeInfo, options: PyodideRuntimeOptions = {}) {
     this.info = info;
+    this.#cacheDirConfigured = options.cacheDir !== undefined;
     this.#options = {
       poolSize: Math.max(0, options.poolSize ?? 2),
       refillConcurrency: Math.max(1, options.refillConcurrency ?? 1),
@@ -207,6 +216,7 @@ export class PyodideRuntime implements LanguageRuntime {
       cStackKb: options.cStackKb ?? 512,
       interpreterHeapMb: options.interpreterHeapMb ?? 256,
       processMemoryHeadroomMb: options.processMemoryHeadroomMb ?? 256,
+      wasmCompiler: options.wasmCompiler ?? "optimizing",
     };
     if (this.#options.prestart) {
       this.#prepare().then(
@@ -289,8 +299,14 @@ export class PyodideRuntime implements LanguageRuntime {
       this.#checkMemory(limits);
       const process = await this.#acquire();
       if (this.#sessions.get(sessionId) !== entry) {
-        process.kill();
+        this.#giveBack(process);
         return;
+      }
+      try {
+        this.#checkMemory(limits);
+      } catch (error) {
+        this.#giveBack(process);
+        throw error;
       }
       this.#assign(entry, process);
     } catch (error) {
@@ -383,6 +399,12 @@ export class PyodideRuntime implements LanguageRuntime {
     }
   }
 
+  /** Returns an unused process to the pool. */
+  #giveBack(process: PyodideProcess): void {
+    if (process.alive && !process.busy && !this.#closed) this.#ready.unshift(process);
+    else process.kill();
+  }
+
   /** Gives a session a process; if the process dies while it holds the session, the session's next run starts empty and says so. */
   #assign(entry: SessionEntry, process: PyodideProcess): void {
     entry.process = process;
@@ -425,8 +447,8 @@ export class PyodideRuntime implements LanguageRuntime {
   async #doPrepare(): Promise<Setup> {
     const options = this.#options;
     if (this.#closed) throw new SandboxError("SERVICE_CLOSING", "The runtime is closed.");
-    ensureDirectory(options.cacheDir);
-    const rootDir = join(options.cacheDir, "root");
+    const cacheDir = usableCacheDir(options.cacheDir, this.#cacheDirConfigured);
+    const rootDir = join(cacheDir, "root");
     ensureDirectory(rootDir);
     const containment = await resolveContainment({
       setting: options.containment,
@@ -448,7 +470,7 @@ export class PyodideRuntime implements LanguageRuntime {
       );
     }
     const distribution = pyodideDistribution();
-    const path = imagePath(options.cacheDir, distribution, options.preloadModules);
+    const path = imagePath(cacheDir, distribution, options.preloadModules);
     const base = this.#childCommand(distribution, containment, null, path);
     const image = await ensureImage(path, async () => {
       const builder = new PyodideProcess(
@@ -500,7 +522,10 @@ export class PyodideRuntime implements LanguageRuntime {
       readDirs,
       readFiles,
     };
-    command.execArgv = nodeFlags(command);
+    command.execArgv = [
+      ...nodeFlags(command),
+      ...(options.wasmCompiler === "baseline" ? ["--liftoff-only"] : []),
+    ];
     return command;
   }
 
@@ -649,4 +674,29 @@ export function processTreeMemory(pid: number): { rssBytes: number; pssBytes: nu
 function kilobytes(rollup: string, field: string): number {
   const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(rollup);
   return match ? Number(match[1]) : 0;
+}
+
+/**
+ * The cache directory to use: the configured one, or by default `<repository>/.data/pyodide`,
+ * falling back to a directory of this user's own under the system's temporary directory when
+ * the repository is not writable. A fallback directory owned by someone else, or writable by
+ * others, is refused: an image planted there would run in every session.
+ */
+function usableCacheDir(preferred: string, configured: boolean): string {
+  try {
+    ensureDirectory(preferred);
+    return preferred;
+  } catch (error) {
+    if (configured) throw error;
+  }
+  const fallback = join(tmpdir(), `sandbox-runner-pyodide-${process.getuid?.() ?? "user"}`);
+  mkdirSync(fallback, { recursive: true, mode: 0o755 });
+  const stat = statSync(fallback);
+  if ((process.getuid && stat.uid !== process.getuid()) || (stat.mode & 0o022) !== 0) {
+    throw new SandboxError(
+      "RUNTIME_UNAVAILABLE",
+      `The Pyodide cache directory ${fallback} belongs to another user or is writable by others; set the pyodide option cacheDir.`,
+    );
+  }
+  return fallback;
 }
