@@ -69,6 +69,7 @@ interface PyProxy {
 /** The prelude module as JavaScript sees it. */
 interface SandboxModule {
   attach(bridge: object): void;
+  warm_up(): void;
   run(requestJson: string): string | (PyProxy & PromiseLike<string>);
   settle(): number;
 }
@@ -356,6 +357,7 @@ if (options.mode === "build") {
     );
     sandbox = pyodide.pyimport("_sandbox");
     sandbox.attach(bridge);
+    sandbox.warm_up();
     // Pyodide keeps its options, and with them the 30 MiB image it no longer needs.
     const api = (pyodide as unknown as { _api?: { config?: Record<string, unknown> } })._api;
     if (api?.config) delete api.config._loadSnapshot;
