@@ -592,7 +592,10 @@ results`,
       expect(results.process).toMatch(/^error: .*restricted/);
       // This is why the namespaces are required: the permission model does not cover sockets.
       expect(results.network).toBe("connected");
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // The listener's side of the connection may lag on a busy machine.
+      for (let waited = 0; !seen.includes("tcp connection") && waited < 3_000; waited += 50) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
       expect(seen).toContain("tcp connection");
     } finally {
       await uncontained.close();
