@@ -60,7 +60,7 @@ interface PendingRun {
   watchdogFired: boolean;
 }
 
-/** One child process. */
+/** One contained child process (see the module comment); serves at most one session. */
 export class PyodideProcess {
   readonly #child: ChildProcess;
   readonly #socket: Socket;
@@ -115,14 +115,17 @@ export class PyodideProcess {
     return this.#child.pid;
   }
 
+  /** False once the process has exited or was killed. */
   get alive(): boolean {
     return this.#state !== "dead";
   }
 
+  /** A run is in progress. */
   get busy(): boolean {
     return this.#state === "running";
   }
 
+  /** What the child reported when its interpreter became ready (null before). */
   get readyInfo(): ReadyInfo | null {
     return this.#readyInfo;
   }

@@ -204,7 +204,7 @@ export const CONTROL = {
 /** Signal number written into Pyodide's interrupt buffer to raise KeyboardInterrupt. */
 export const SIGINT = 2;
 
-/** Errors a message can have, for the server's protocol checks. */
+/** A message from a child that is not what the protocol allows (the server kills that child). */
 export class ProtocolError extends Error {
   constructor(message: string) {
     super(message);

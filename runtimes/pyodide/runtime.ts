@@ -170,7 +170,10 @@ interface Waiter {
 
 const KEPT_START_TIMES = 32;
 
-/** See the module comment. */
+/**
+ * Python sessions on Pyodide, one contained child process each, from a pool of ready ones
+ * (see the module comment). Create with `createPyodideRuntime` (./index.ts).
+ */
 export class PyodideRuntime implements LanguageRuntime {
   readonly info: RuntimeInfo;
   readonly #options: Required<Omit<PyodideRuntimeOptions, "containment" | "runAs">> & {
@@ -255,11 +258,16 @@ export class PyodideRuntime implements LanguageRuntime {
     };
   }
 
-  /** Waits until the pool holds `poolSize` ready interpreters (or `count`). For benchmarks and tests. */
+  /**
+   * Builds the base image if needed and waits until the pool holds `count` ready interpreters
+   * (at most `poolSize`; default all of them). For benchmarks, tests and operators.
+   * @throws SandboxError `RUNTIME_UNAVAILABLE` when processes keep failing to start.
+   */
   async warmUp(count = this.#options.poolSize): Promise<void> {
     await this.#prepare();
     this.#refill();
-    while (this.#ready.length < count && !this.#closed) {
+    const wanted = Math.min(count, this.#options.poolSize);
+    while (this.#ready.length < wanted && !this.#closed) {
       if (this.#failureStreak > 3)
         throw new SandboxError(
           "RUNTIME_UNAVAILABLE",
@@ -277,6 +285,12 @@ export class PyodideRuntime implements LanguageRuntime {
     return true;
   }
 
+  /**
+   * Creates an empty session on a ready interpreter (waiting for one when the pool is empty).
+   * @throws SandboxError `SESSION_EXISTS`; `LIMIT_EXCEEDS_CEILING` when `memory_mb` is not
+   *   above the interpreter's own size; `RUNTIME_UNAVAILABLE` when no process can be started
+   *   (containment unavailable, image build failed); `SERVICE_CLOSING`.
+   */
   async createSession(
     sessionId: SessionId,
     limits: SessionLimits,
@@ -315,6 +329,12 @@ export class PyodideRuntime implements LanguageRuntime {
     }
   }
 
+  /**
+   * Runs one cell in the session's process. Guest failures, limits and a dying process are
+   * outcomes (docs/limits.md says when the session is reset); a session whose process is gone
+   * gets a fresh one first.
+   * @throws SandboxError `SESSION_NOT_FOUND`, `SESSION_BUSY`, `RUNTIME_UNAVAILABLE`.
+   */
   async run(request: RuntimeRunRequest): Promise<RuntimeRunOutcome> {
     const entry = this.#sessions.get(request.sessionId);
     if (!entry) throw new SandboxError("SESSION_NOT_FOUND", `No session '${request.sessionId}'.`);
@@ -359,6 +379,7 @@ export class PyodideRuntime implements LanguageRuntime {
     }
   }
 
+  /** Kills the session's process; answers whether the session existed. */
   async destroySession(sessionId: SessionId): Promise<boolean> {
     const entry = this.#sessions.get(sessionId);
     if (!entry) return false;
@@ -369,22 +390,27 @@ export class PyodideRuntime implements LanguageRuntime {
     return true;
   }
 
+  /** Ids of the sessions of this backend. */
   async listSessions(): Promise<SessionId[]> {
     return [...this.#sessions.keys()];
   }
 
+  /** @throws SandboxError `SNAPSHOT_NOT_SUPPORTED` (not built yet for Python sessions). */
   async snapshotSession(_sessionId: SessionId): Promise<Uint8Array> {
     throw new SandboxError("SNAPSHOT_NOT_SUPPORTED", "Pyodide sessions cannot be snapshotted yet.");
   }
 
+  /** @throws SandboxError `SNAPSHOT_NOT_SUPPORTED` (not built yet for Python sessions). */
   async restoreSession(_snapshot: Uint8Array, _sessionId?: SessionId): Promise<SessionId> {
     throw new SandboxError("SNAPSHOT_NOT_SUPPORTED", "Pyodide sessions cannot be restored yet.");
   }
 
+  /** Always false: no Python snapshots yet. */
   canRestoreSnapshot(_snapshot: Uint8Array): boolean {
     return false;
   }
 
+  /** Kills every process (pool, sessions, an image build in progress); later calls fail `SERVICE_CLOSING`. */
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#refillTimer ?? undefined);
