@@ -3,7 +3,7 @@
  * `@pydantic/monty` (a Python-subset interpreter in Rust), on the same snippets, in one run.
  * Prints figures and ratios only; nothing here passes or fails.
  *
- *   node bench/pyodide.ts            (or import and call benchPyodide())
+ *   npm exec -- node bench/pyodide.ts     (Node 24 from the project; or call benchPyodide())
  *
  * Figures:
  * - session create + `1 + 1` with a warm pool (the issue's ≤ 20 ms p50 target), and cold

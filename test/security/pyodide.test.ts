@@ -197,7 +197,10 @@ async def udp():
     })""")(dgram, udp_port)
 def interfaces():
     return list(js.Object.keys(js.process.getBuiltinModule("node:os").networkInterfaces()))
+def js_require():
+    return js.require("node:net").connect(port, "127.0.0.1")
 attempts = {
+    "js.require": js_require,
     "python socket": python_socket,
     "js.fetch": js_fetch,
     "node net": node_net,
@@ -207,7 +210,14 @@ attempts = {
     "interfaces": interfaces,
 }
 `);
-    for (const name of ["python socket", "js.fetch", "node net", "node http", "WebSocket"]) {
+    for (const name of [
+      "js.require",
+      "python socket",
+      "js.fetch",
+      "node net",
+      "node http",
+      "WebSocket",
+    ]) {
       expect(results[name], name).toMatch(/^error/);
     }
     // A datagram can be "sent" into the empty namespace; it must not arrive.
