@@ -78,7 +78,7 @@ while [ "$1" != "--" ]; do bind "$1"; shift; done; shift
 mkdir -p "$root/dev" "$root/proc" "$root/tmp"
 for n in null zero random urandom; do : > "$root/dev/$n"; mount --bind "/dev/$n" "$root/dev/$n"; done
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
-mount -o remount,ro "$root"
+mount -o remount,bind,ro,nosuid,nodev "$root"
 unset PWD OLDPWD
 if [ "$user" = "-" ]; then exec chroot "$root" "$@"; fi
 exec chroot --userspec="$user" --groups="\${user#*:}" "$root" "$@"
