@@ -16,8 +16,11 @@ import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, renameSync, statSync } from "node:fs";
 import { open, unlink, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { SandboxError } from "../../src/index.ts";
 import type { BuiltImage } from "./process.ts";
+import { PRELUDE_MODULES } from "./protocol.ts";
 
 /** Bumped when the way images are made changes (interpreter set-up, prelude protocol). */
 export const IMAGE_FORMAT = 1;
@@ -56,9 +59,11 @@ export function pyodideDistribution(): PyodideDistribution {
   return { version, dir, digest: hash.digest("hex") };
 }
 
-/** Source of the prelude (part of the image key). */
+/** Source of the prelude's Python modules (part of the image key). */
 export function preludeSource(): string {
-  return readFileSync(new URL("./prelude.py", import.meta.url), "utf8");
+  return PRELUDE_MODULES.map(([, file]) =>
+    readFileSync(new URL(file, import.meta.url), "utf8"),
+  ).join("\n");
 }
 
 /** Path of the image for a distribution, prelude and preload list. */
@@ -81,6 +86,32 @@ export function imagePath(
 export function ensureDirectory(path: string): void {
   mkdirSync(path, { recursive: true });
   chmodSync(path, 0o755);
+}
+
+/**
+ * The cache directory to use: `preferred`, or — when it is the default and cannot be created
+ * (a read-only installation) — a directory of this user's own under the system's temporary
+ * directory. That fallback is refused when someone else owns it or others can write to it:
+ * an image planted there would run in every session.
+ * @throws SandboxError `RUNTIME_UNAVAILABLE`; the file system's error for a configured directory.
+ */
+export function usableCacheDir(preferred: string, configured: boolean): string {
+  try {
+    ensureDirectory(preferred);
+    return preferred;
+  } catch (error) {
+    if (configured) throw error;
+  }
+  const fallback = join(tmpdir(), `sandbox-runner-pyodide-${process.getuid?.() ?? "user"}`);
+  mkdirSync(fallback, { recursive: true, mode: 0o755 });
+  const stat = statSync(fallback);
+  if ((process.getuid && stat.uid !== process.getuid()) || (stat.mode & 0o022) !== 0) {
+    throw new SandboxError(
+      "RUNTIME_UNAVAILABLE",
+      `The Pyodide cache directory ${fallback} belongs to another user or is writable by others; set the pyodide option cacheDir.`,
+    );
+  }
+  return fallback;
 }
 
 /** What {@link ensureImage} found or made. */

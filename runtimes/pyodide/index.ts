@@ -4,10 +4,13 @@
  * process, started from a cached base image so a ready interpreter is waiting when a session
  * is created.
  *
- * Layout: ./runtime.ts (server side: sessions, pool, watchdog), ./process.ts (one child, its
- * protocol), ./containment.ts (namespaces, permission model, environment), ./image.ts (the
- * base image), ./child.ts (the child's supervisor thread), ./interpreter.ts (the Pyodide
- * thread), ./prelude.py (the Python side), ./outcome.ts (report → RunResult fields).
+ * Layout: ./runtime.ts (server side: sessions, runs, watchdog), ./pool.ts (ready processes),
+ * ./setup.ts (containment, cache, base image, child command lines), ./process.ts (one child
+ * and its protocol), ./containment.ts (namespaces, permission model, environment),
+ * ./image.ts (the base image cache), ./frames.ts and ./protocol.ts (the wire), ./child.ts (a
+ * child's supervisor thread), ./interpreter.ts and ./interpreter-support.ts (the Pyodide
+ * thread), ./prelude.py and ./prelude_results.py (the Python side), ./outcome.ts (report →
+ * RunResult fields).
  * docs/runtimes.md describes the design; docs/security.md what each layer stops.
  *
  * @module

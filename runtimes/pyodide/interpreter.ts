@@ -28,11 +28,20 @@ import {
 } from "node:worker_threads";
 import type { ToolCallReply } from "../../src/index.ts";
 import {
+  describe,
+  emptyResult,
+  failure,
+  fromPython,
+  interruptedError,
+  StreamBuffer,
+} from "./interpreter-support.ts";
+import {
   type ChildOptions,
   CONTROL,
   type InterpreterMessage,
   type InterpreterResult,
   type InterpreterRun,
+  PRELUDE_MODULES,
   SIGINT,
   type SupervisorMessage,
 } from "./protocol.ts";
@@ -75,8 +84,6 @@ interface SandboxModule {
 }
 
 const WASM_PAGE_BYTES = 65_536;
-const OUTPUT_FLUSH_BYTES = 8_192;
-const OUTPUT_FLUSH_MS = 20;
 /** Longest the thread waits for left-over tasks to take their cancellation, in ms. */
 const SETTLE_MS = 50;
 const STOP_REPLY = '{"ok":false,"stop":true}';
@@ -127,50 +134,7 @@ processWithBinding.binding = (name: string) =>
 
 // ---- Output ---------------------------------------------------------------------------------
 
-const utf8 = new TextEncoder();
-class StreamBuffer {
-  readonly #stream: 1 | 2;
-  #pending = "";
-  #lastFlush = performance.now();
-  #sentBytes = 0;
-  #droppedBytes = 0;
-  #capBytes = 0;
-
-  constructor(stream: 1 | 2) {
-    this.#stream = stream;
-  }
-
-  reset(capBytes: number): void {
-    this.#pending = "";
-    this.#sentBytes = 0;
-    this.#droppedBytes = 0;
-    this.#capBytes = capBytes;
-  }
-
-  write(text: string): void {
-    if (this.#sentBytes > this.#capBytes) {
-      // The supervisor already holds more than it keeps: only count.
-      this.#droppedBytes += utf8.encode(text).byteLength;
-      return;
-    }
-    this.#pending += text;
-    const now = performance.now();
-    if (this.#pending.length >= OUTPUT_FLUSH_BYTES || now - this.#lastFlush >= OUTPUT_FLUSH_MS) {
-      this.flush();
-    }
-  }
-
-  flush(): void {
-    this.#lastFlush = performance.now();
-    if (this.#pending === "" && this.#droppedBytes === 0) return;
-    const text = this.#pending;
-    this.#pending = "";
-    this.#sentBytes += utf8.encode(text).byteLength;
-    post({ kind: "output", stream: this.#stream, text, droppedBytes: this.#droppedBytes });
-    this.#droppedBytes = 0;
-  }
-}
-const streams = { 1: new StreamBuffer(1), 2: new StreamBuffer(2) } as const;
+const streams = { 1: new StreamBuffer(1, post), 2: new StreamBuffer(2, post) } as const;
 const flushOutput = () => {
   streams[1].flush();
   streams[2].flush();
@@ -312,19 +276,24 @@ if (options.mode === "build") {
       _makeSnapshot: true,
       _sysExecutable: "python",
     });
-    const prelude = readFileSync(new URL("./prelude.py", import.meta.url), "utf8");
+    // The two prelude modules, as `_sandbox_results` and `_sandbox` (which imports the first).
+    const sources: Record<string, string> = {};
+    for (const [module, file] of PRELUDE_MODULES) {
+      sources[module] = readFileSync(new URL(file, import.meta.url), "utf8");
+    }
     (pyodide as unknown as { globals: { set(k: string, v: unknown): void } }).globals.set(
-      "__sandbox_prelude__",
-      prelude,
+      "__sandbox_sources__",
+      JSON.stringify(sources),
     );
     pyodide.runPython(
       [
-        "import sys, types",
-        "_m = types.ModuleType('_sandbox')",
-        "exec(compile(__sandbox_prelude__, '<sandbox>', 'exec'), _m.__dict__)",
-        "sys.modules['_sandbox'] = _m",
-        `_m._prepare_image(${JSON.stringify(options.preloadModules)})`,
-        "del _m, __sandbox_prelude__",
+        "import json, sys, types",
+        "for _name, _source in json.loads(__sandbox_sources__).items():",
+        "    _m = types.ModuleType(_name)",
+        "    exec(compile(_source, '<sandbox>', 'exec'), _m.__dict__)",
+        "    sys.modules[_name] = _m",
+        `sys.modules['_sandbox']._prepare_image(${JSON.stringify(options.preloadModules)})`,
+        "del _m, _name, _source, __sandbox_sources__",
       ].join("\n"),
     );
     const image = pyodide.makeMemorySnapshot();
@@ -498,74 +467,4 @@ async function settleTasks(sandbox: SandboxModule): Promise<void> {
       return;
     }
   }
-}
-
-function emptyResult(): InterpreterResult {
-  return {
-    end: "ok",
-    resultJson: null,
-    resultIssues: [],
-    error: null,
-    detail: "",
-    stackOverflow: false,
-    memoryBytes: 0,
-  };
-}
-
-function interruptedError(): NonNullable<InterpreterResult["error"]> {
-  return {
-    type: "KeyboardInterrupt",
-    message: "",
-    line: null,
-    column: null,
-    traceback: "",
-    toolCode: null,
-  };
-}
-
-function fromPython(text: string): InterpreterResult {
-  const parsed = JSON.parse(text) as {
-    end: "ok" | "syntax_error" | "exception";
-    result?: string | null;
-    issues?: string[];
-    error?: InterpreterResult["error"];
-  };
-  return {
-    ...emptyResult(),
-    end: parsed.end,
-    resultJson: parsed.result ?? null,
-    resultIssues: parsed.issues ?? [],
-    error: parsed.error ?? null,
-  };
-}
-
-/** A JavaScript-level failure: a Python exception that escaped, or Pyodide failing. */
-function failure(error: unknown): InterpreterResult {
-  const details = error as { type?: unknown; message?: unknown; pyodide_fatal_error?: unknown };
-  const message = describe(error);
-  if (details?.pyodide_fatal_error || /fatally failed|Maximum call stack/.test(message)) {
-    return {
-      ...emptyResult(),
-      end: "engine_failed",
-      detail: message.split("\n")[0] ?? message,
-      stackOverflow: /Maximum call stack size exceeded/.test(message),
-    };
-  }
-  return {
-    ...emptyResult(),
-    end: "exception",
-    error: {
-      type: typeof details?.type === "string" ? details.type : "Error",
-      message: message.split("\n").at(-1) ?? message,
-      line: null,
-      column: null,
-      traceback: "",
-      toolCode: null,
-    },
-  };
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error) return error.message;
-  return String(error);
 }

@@ -7,32 +7,28 @@ bridge of the interpreter thread after each restore (./interpreter.ts). Nothing 
 security boundary: the guest can reach and change this module. Limits are enforced by the
 supervisor around the interpreter (./child.ts) and by the server.
 
-Frames of this module (filename ``<sandbox>``) are left out of the tracebacks users see.
+Frames of this module and of ./prelude_results.py (``_sandbox_results``, how values and
+exceptions are described to the host), filename ``<sandbox>``, are left out of the
+tracebacks users see.
 """
 
 import ast
 import asyncio
 import builtins
-import dataclasses
 import inspect
 import io
 import json
 import linecache
-import math
 import os
 import random
 import signal
 import sys
 import time
-import traceback
-import types
 
-_SANDBOX_FILE = "<sandbox>"
+from _sandbox_results import MAX_RESULT_DEPTH, describe, syntax_error, to_json, unique
+
 _ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _COMPILE_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-_SAFE_INTEGER = 2**53 - 1
-_MAX_RESULT_DEPTH = 1_000
-_MAX_REPR_CHARS = 10_000
 _KEPT_CELLS = 64
 
 _bridge = None
@@ -261,19 +257,6 @@ def _remember_source(name, source):
         linecache.cache.pop(_cell_sources.pop(0), None)
 
 
-def _syntax_error(error):
-    line = error.lineno if isinstance(error.lineno, int) and error.lineno > 0 else None
-    column = error.offset if isinstance(error.offset, int) and error.offset > 0 else None
-    return {
-        "type": type(error).__name__,
-        "message": str(error.msg),
-        "line": line,
-        "column": column if line is not None else None,
-        "traceback": "",
-        "toolCode": None,
-    }
-
-
 class _Cell:
     __slots__ = ("name", "source", "body", "last")
 
@@ -319,7 +302,7 @@ def run(request_json):
         cell = _compile(source, name)
     except (SyntaxError, ValueError) as error:
         if isinstance(error, SyntaxError):
-            return json.dumps({"end": "syntax_error", "error": _syntax_error(error)})
+            return json.dumps({"end": "syntax_error", "error": syntax_error(error)})
         return json.dumps(
             {
                 "end": "syntax_error",
@@ -351,10 +334,10 @@ def _execute_sync(cell, limit):
         if cell.body is not None:
             exec(cell.body, _globals)
         value = eval(cell.last, _globals) if cell.last is not None else None
-        sys.setrecursionlimit(_depth() + _MAX_RESULT_DEPTH + 100)
+        sys.setrecursionlimit(_depth() + MAX_RESULT_DEPTH + 100)
         return _done(cell, value)
     except BaseException as error:
-        sys.setrecursionlimit(_depth() + _MAX_RESULT_DEPTH + 100)
+        sys.setrecursionlimit(_depth() + MAX_RESULT_DEPTH + 100)
         return _failed(cell, error)
 
 
@@ -370,10 +353,10 @@ async def _execute_async(cell, limit):
             value = eval(cell.last, _globals)
             if cell.last.co_flags & _ASYNC_FLAGS:
                 value = await value
-        sys.setrecursionlimit(_depth() + _MAX_RESULT_DEPTH + 100)
+        sys.setrecursionlimit(_depth() + MAX_RESULT_DEPTH + 100)
         return _done(cell, value)
     except BaseException as error:
-        sys.setrecursionlimit(_depth() + _MAX_RESULT_DEPTH + 100)
+        sys.setrecursionlimit(_depth() + MAX_RESULT_DEPTH + 100)
         return _failed(cell, error)
 
 
@@ -400,161 +383,15 @@ def _done(cell, value):
     if cell.last is None:
         return json.dumps({"end": "ok", "result": None, "issues": []})
     issues = []
-    converted = _to_json(value, issues, set(), 0)
+    converted = to_json(value, issues, set(), 0)
     try:
         text = json.dumps(converted, ensure_ascii=True, allow_nan=False)
     except (TypeError, ValueError) as error:
         text = json.dumps(repr(error))
         issues.append("a value the encoder refused, as a message")
-    return json.dumps({"end": "ok", "result": text, "issues": _unique(issues)})
-
-
-def _unique(items):
-    seen = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen
+    return json.dumps({"end": "ok", "result": text, "issues": unique(issues)})
 
 
 def _failed(cell, error):
-    described = _describe(cell, error)
+    described = describe(cell.name, cell.source, error, ToolError)
     return json.dumps({"end": "exception", "error": described})
-
-
-def _position(cell, tb):
-    """Innermost position in the current cell: 1-based line and code-point column."""
-    found = None
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == cell.name:
-            found = tb
-        tb = tb.tb_next
-    if found is None:
-        return None, None
-    line = found.tb_lineno
-    column = None
-    try:
-        positions = list(found.tb_frame.f_code.co_positions())
-        start_line, _end_line, start_col, _end_col = positions[found.tb_lasti // 2]
-        if start_line == line and start_col is not None:
-            text = cell.source.splitlines()[line - 1]
-            column = len(text.encode("utf-8")[:start_col].decode("utf-8", "replace")) + 1
-    except (IndexError, ValueError):
-        column = None
-    return line, column
-
-
-def _filter_frames(exception):
-    """Drops this module's frames from a TracebackException and the ones it chains."""
-    seen = set()
-    pending = [exception]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        current.stack = traceback.StackSummary.from_list(
-            [frame for frame in current.stack if frame.filename != _SANDBOX_FILE]
-        )
-        pending.append(current.__cause__)
-        pending.append(current.__context__)
-        pending.extend(getattr(current, "exceptions", None) or [])
-
-
-def _describe(cell, error):
-    if isinstance(error, SyntaxError) and error.filename == cell.name and not error.__traceback__:
-        return _syntax_error(error)
-    line, column = _position(cell, error.__traceback__)
-    try:
-        summary = traceback.TracebackException(type(error), error, error.__traceback__, compact=True)
-        _filter_frames(summary)
-        text = "".join(summary.format())
-    except BaseException:  # noqa: BLE001 - a broken __str__ must not hide the error itself
-        text = f"{type(error).__name__}\n"
-    try:
-        message = str(error)
-    except BaseException:  # noqa: BLE001
-        message = "(an exception whose message could not be read)"
-    code = getattr(error, "code", None) if isinstance(error, ToolError) else None
-    return {
-        "type": type(error).__name__,
-        "message": message,
-        "line": line,
-        "column": column,
-        "traceback": text,
-        "toolCode": code if isinstance(code, str) else None,
-    }
-
-
-def _key(key, issues):
-    if isinstance(key, str):
-        return str(key)
-    if key is None or isinstance(key, (bool, int, float)):
-        return json.dumps(key) if not isinstance(key, float) or math.isfinite(key) else str(key)
-    issues.append("a dict key that is not a string, as its str()")
-    return _safe_repr(key, str)
-
-
-def _safe_repr(value, fn=repr):
-    try:
-        text = fn(value)
-    except Exception:  # noqa: BLE001 - a guest object's __repr__ may raise anything
-        return f"<{type(value).__name__} object>"
-    if len(text) > _MAX_REPR_CHARS:
-        text = text[:_MAX_REPR_CHARS] + "…"
-    return text
-
-
-def _to_json(value, issues, active, depth):
-    """Converts a Python value into one JSON can hold; notes each conversion in ``issues``."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        number = int(value)
-        if -_SAFE_INTEGER <= number <= _SAFE_INTEGER:
-            return number
-        issues.append("an integer beyond ±(2**53 - 1), as its digits in a string")
-        return str(number)
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return float(value)
-        issues.append("NaN or infinity, as a string")
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, str):
-        return str(value)
-    if depth >= _MAX_RESULT_DEPTH:
-        issues.append(f"nesting deeper than {_MAX_RESULT_DEPTH}, cut")
-        return "[Too deep]"
-    if id(value) in active:
-        issues.append('a reference cycle, as "[Circular]"')
-        return "[Circular]"
-    active.add(id(value))
-    try:
-        if isinstance(value, dict):
-            return {_key(k, issues): _to_json(v, issues, active, depth + 1) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [_to_json(item, issues, active, depth + 1) for item in value]
-        if isinstance(value, (set, frozenset)):
-            issues.append("a set, as an array")
-            items = list(value)
-            try:
-                items.sort()
-            except TypeError:
-                pass
-            return [_to_json(item, issues, active, depth + 1) for item in items]
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            issues.append("bytes, as their repr")
-            return _safe_repr(bytes(value))
-        if isinstance(value, BaseException):
-            issues.append("an exception, as {type, message}")
-            return {"type": type(value).__name__, "message": _safe_repr(value, str)}
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            issues.append("a dataclass instance, as an object of its fields")
-            return {
-                field.name: _to_json(getattr(value, field.name, None), issues, active, depth + 1)
-                for field in dataclasses.fields(value)
-            }
-    finally:
-        active.discard(id(value))
-    issues.append(f"a {type(value).__name__}, as its repr")
-    return _safe_repr(value)

@@ -201,6 +201,12 @@ export const CONTROL = {
   length: 2,
 } as const;
 
+/** The prelude's Python modules, in load order, and their files (relative to this module). */
+export const PRELUDE_MODULES: readonly (readonly [module: string, file: string])[] = [
+  ["_sandbox_results", "./prelude_results.py"],
+  ["_sandbox", "./prelude.py"],
+];
+
 /** Signal number written into Pyodide's interrupt buffer to raise KeyboardInterrupt. */
 export const SIGINT = 2;
 

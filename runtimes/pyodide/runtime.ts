@@ -1,12 +1,8 @@
 /**
- * The Pyodide backend on the server side: one contained child process per session, and a
- * pool of ready ones so that creating a session takes a process that has already restored
- * the base image.
+ * The Pyodide backend on the server side: one contained child process per session, taken
+ * from a pool of ready ones (./pool.ts) so that creating a session finds an interpreter that
+ * has already restored the base image (./setup.ts, ./image.ts).
  *
- * - **Pool.** `poolSize` processes are kept ready (blocked, holding an idle interpreter). A
- *   session takes one; the pool refills in the background, at most `refillConcurrency`
- *   starts at a time and one every `refillIntervalMs`. With the pool empty, a session waits
- *   for the next start (a "cold" start, counted in {@link PyodidePoolStats}).
  * - **One process per session.** A process never serves a second session: sessions share no
  *   interpreter, no JavaScript realm, no memory. When a run discards its interpreter (memory
  *   exhausted, interpreter terminated, Pyodide failed) or the process dies, the session gets
@@ -16,11 +12,9 @@
  *
  * @module
  */
-import { mkdirSync, readFileSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import {
+  type ErrorObject,
   errorObject,
   type Language,
   type LanguageRuntime,
@@ -31,26 +25,13 @@ import {
   type SessionId,
   type SessionLimits,
 } from "../../src/index.ts";
-import {
-  type ChildCommand,
-  type Containment,
-  type ContainmentSetting,
-  nodeFlags,
-  resolveContainment,
-} from "./containment.ts";
-import {
-  ensureDirectory,
-  ensureImage,
-  type ImageState,
-  imagePath,
-  type PyodideDistribution,
-  pyodideDistribution,
-} from "./image.ts";
+import type { ContainmentSetting } from "./containment.ts";
+import type { ImageState } from "./image.ts";
 import { reportToOutcome, resetDiagnostic } from "./outcome.ts";
+import { InterpreterPool } from "./pool.ts";
 import { PyodideProcess } from "./process.ts";
-import type { ChildOptions, ChildRunRequest, ReadyInfo } from "./protocol.ts";
-
-const REPOSITORY_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+import type { ChildRunRequest } from "./protocol.ts";
+import { prepareSetup, REPOSITORY_ROOT, type Setup, type SetupOptions } from "./setup.ts";
 
 /** Modules in the base image unless configured otherwise. */
 export const DEFAULT_PRELOAD_MODULES: readonly string[] = [
@@ -146,13 +127,6 @@ export interface PyodidePoolStats {
   containment: string | null;
 }
 
-interface Setup {
-  containment: Containment;
-  image: ImageState;
-  distribution: PyodideDistribution;
-  serve: ChildCommand;
-}
-
 interface SessionEntry {
   readonly id: SessionId;
   readonly limits: SessionLimits;
@@ -163,67 +137,63 @@ interface SessionEntry {
   busy: boolean;
 }
 
-interface Waiter {
-  resolve(process: PyodideProcess): void;
-  reject(error: Error): void;
-}
-
-const KEPT_START_TIMES = 32;
-
 /**
  * Python sessions on Pyodide, one contained child process each, from a pool of ready ones
  * (see the module comment). Create with `createPyodideRuntime` (./index.ts).
  */
 export class PyodideRuntime implements LanguageRuntime {
   readonly info: RuntimeInfo;
-  readonly #options: Required<Omit<PyodideRuntimeOptions, "containment" | "runAs">> & {
-    containment: ContainmentSetting;
-    runAs: string | null;
-  };
+  readonly #setupOptions: SetupOptions;
+  readonly #poolSize: number;
+  readonly #refill: { concurrency: number; intervalMs: number };
+  readonly #watchdogGraceMs: number;
   readonly #sessions = new Map<SessionId, SessionEntry>();
-  readonly #ready: PyodideProcess[] = [];
-  readonly #starting = new Set<PyodideProcess>();
-  readonly #waiters: Waiter[] = [];
-  readonly #all = new Set<PyodideProcess>();
-  readonly #startTimes: number[] = [];
+  readonly #pool: InterpreterPool;
   #setup: Promise<Setup> | null = null;
   #setupState: Setup | null = null;
   #builder: PyodideProcess | null = null;
   #closed = false;
-  #started = 0;
-  #coldStarts = 0;
-  #failedStarts = 0;
-  #failureStreak = 0;
-  #lastStartError: string | null = null;
-  #lastStartAt = 0;
-  #refillTimer: NodeJS.Timeout | null = null;
   #idleWasmBytes: number | null = null;
-  readonly #cacheDirConfigured: boolean;
 
   constructor(info: RuntimeInfo, options: PyodideRuntimeOptions = {}) {
     this.info = info;
-    this.#cacheDirConfigured = options.cacheDir !== undefined;
-    this.#options = {
-      poolSize: Math.max(0, options.poolSize ?? 2),
-      refillConcurrency: Math.max(1, options.refillConcurrency ?? 1),
-      refillIntervalMs: Math.max(0, options.refillIntervalMs ?? 0),
-      prestart: options.prestart ?? false,
+    this.#setupOptions = {
       cacheDir: options.cacheDir ?? join(REPOSITORY_ROOT, ".data", "pyodide"),
+      cacheDirConfigured: options.cacheDir !== undefined,
       preloadModules: options.preloadModules ?? DEFAULT_PRELOAD_MODULES,
       containment: options.containment ?? "auto",
       allowUncontained: options.allowUncontained ?? false,
       runAs: options.runAs === undefined ? "65534:65534" : options.runAs,
-      interruptGraceMs: options.interruptGraceMs ?? 200,
-      watchdogGraceMs: options.watchdogGraceMs ?? 1_000,
       interpreterStackMb: options.interpreterStackMb ?? 128,
       cStackKb: options.cStackKb ?? 512,
       interpreterHeapMb: options.interpreterHeapMb ?? 256,
+      interruptGraceMs: options.interruptGraceMs ?? 200,
       processMemoryHeadroomMb: options.processMemoryHeadroomMb ?? 256,
       wasmCompiler: options.wasmCompiler ?? "optimizing",
     };
-    if (this.#options.prestart) {
+    this.#poolSize = Math.max(0, options.poolSize ?? 2);
+    this.#refill = {
+      concurrency: Math.max(1, options.refillConcurrency ?? 1),
+      intervalMs: Math.max(0, options.refillIntervalMs ?? 0),
+    };
+    this.#watchdogGraceMs = options.watchdogGraceMs ?? 1_000;
+    this.#pool = new InterpreterPool(
+      {
+        size: this.#poolSize,
+        refillConcurrency: this.#refill.concurrency,
+        refillIntervalMs: this.#refill.intervalMs,
+      },
+      () => {
+        const setup = this.#setupState!;
+        return new PyodideProcess(setup.containment, setup.serve);
+      },
+      (ready) => {
+        this.#idleWasmBytes = ready.wasmBytes;
+      },
+    );
+    if (options.prestart) {
       this.#prepare().then(
-        () => this.#refill(),
+        () => this.#pool.refill(),
         () => {},
       );
     }
@@ -231,26 +201,24 @@ export class PyodideRuntime implements LanguageRuntime {
 
   /** Pool, memory and image figures (see {@link PyodidePoolStats}). */
   stats(): PyodidePoolStats {
-    const memory =
-      this.#ready[0]?.pid === undefined ? null : processTreeMemory(this.#ready[0].pid!);
-    const times = [...this.#startTimes].sort((a, b) => a - b);
+    const pool = this.#pool.figures();
     return {
       pool: {
-        size: this.#options.poolSize,
-        ready: this.#ready.length,
-        starting: this.#starting.size,
-        refillConcurrency: this.#options.refillConcurrency,
-        refillIntervalMs: this.#options.refillIntervalMs,
+        size: this.#poolSize,
+        ready: pool.ready,
+        starting: pool.starting,
+        refillConcurrency: this.#refill.concurrency,
+        refillIntervalMs: this.#refill.intervalMs,
       },
       sessions: [...this.#sessions.values()].filter((entry) => entry.process?.alive).length,
-      started: this.#started,
-      coldStarts: this.#coldStarts,
-      failedStarts: this.#failedStarts,
-      lastStartError: this.#lastStartError,
-      startMsP50: times.length > 0 ? Math.round(times[Math.floor(times.length / 2)]!) : null,
+      started: pool.started,
+      coldStarts: pool.coldStarts,
+      failedStarts: pool.failedStarts,
+      lastStartError: pool.lastStartError,
+      startMsP50: pool.startMsP50,
       idleInterpreter: {
-        rssBytes: memory?.rssBytes ?? this.#ready[0]?.readyInfo?.rssBytes ?? null,
-        pssBytes: memory?.pssBytes ?? null,
+        rssBytes: pool.idleRssBytes,
+        pssBytes: pool.idlePssBytes,
         wasmBytes: this.#idleWasmBytes,
       },
       image: this.#setupState?.image ?? null,
@@ -263,18 +231,9 @@ export class PyodideRuntime implements LanguageRuntime {
    * (at most `poolSize`; default all of them). For benchmarks, tests and operators.
    * @throws SandboxError `RUNTIME_UNAVAILABLE` when processes keep failing to start.
    */
-  async warmUp(count = this.#options.poolSize): Promise<void> {
+  async warmUp(count = this.#poolSize): Promise<void> {
     await this.#prepare();
-    this.#refill();
-    const wanted = Math.min(count, this.#options.poolSize);
-    while (this.#ready.length < wanted && !this.#closed) {
-      if (this.#failureStreak > 3)
-        throw new SandboxError(
-          "RUNTIME_UNAVAILABLE",
-          this.#lastStartError ?? "Pyodide processes fail to start.",
-        );
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await this.#pool.warm(count);
   }
 
   /** Kills the process holding a session, as a crash would (for tests and operators). */
@@ -309,17 +268,16 @@ export class PyodideRuntime implements LanguageRuntime {
     };
     this.#sessions.set(sessionId, entry);
     try {
-      await this.#prepare();
       this.#checkMemory(limits);
-      const process = await this.#acquire();
+      const process = await this.#take();
       if (this.#sessions.get(sessionId) !== entry) {
-        this.#giveBack(process);
+        this.#pool.giveBack(process);
         return;
       }
       try {
         this.#checkMemory(limits);
       } catch (error) {
-        this.#giveBack(process);
+        this.#pool.giveBack(process);
         throw error;
       }
       this.#assign(entry, process);
@@ -338,8 +296,9 @@ export class PyodideRuntime implements LanguageRuntime {
   async run(request: RuntimeRunRequest): Promise<RuntimeRunOutcome> {
     const entry = this.#sessions.get(request.sessionId);
     if (!entry) throw new SandboxError("SESSION_NOT_FOUND", `No session '${request.sessionId}'.`);
-    if (entry.busy)
+    if (entry.busy) {
       throw new SandboxError("SESSION_BUSY", `Session '${request.sessionId}' is running.`);
+    }
     if (request.language !== "python") {
       return refusal(errorObject("LANGUAGE_MISMATCH", "This Pyodide session runs Python only."));
     }
@@ -347,7 +306,7 @@ export class PyodideRuntime implements LanguageRuntime {
     try {
       let restarted = false;
       if (!entry.process?.alive) {
-        this.#assign(entry, await this.#acquire());
+        this.#assign(entry, await this.#take());
         restarted = entry.lost;
         entry.lost = false;
       }
@@ -363,7 +322,7 @@ export class PyodideRuntime implements LanguageRuntime {
         toolsVersion: request.tools.version,
       };
       const watchdogMs =
-        request.limits.wall_ms + this.#options.interruptGraceMs + this.#options.watchdogGraceMs;
+        request.limits.wall_ms + this.#setupOptions.interruptGraceMs + this.#watchdogGraceMs;
       const { report, crashed } = await process.run(childRequest, request, watchdogMs);
       const outcome = reportToOutcome(report, request.limits);
       if (report.reset || !process.alive) {
@@ -413,22 +372,16 @@ export class PyodideRuntime implements LanguageRuntime {
   /** Kills every process (pool, sessions, an image build in progress); later calls fail `SERVICE_CLOSING`. */
   async close(): Promise<void> {
     this.#closed = true;
-    clearTimeout(this.#refillTimer ?? undefined);
     this.#builder?.kill();
-    for (const process of this.#all) process.kill();
-    this.#all.clear();
-    this.#ready.length = 0;
-    this.#starting.clear();
+    this.#pool.close();
+    for (const entry of this.#sessions.values()) entry.process?.kill();
     this.#sessions.clear();
-    for (const waiter of this.#waiters.splice(0)) {
-      waiter.reject(new SandboxError("SERVICE_CLOSING", "The runtime is closed."));
-    }
   }
 
-  /** Returns an unused process to the pool. */
-  #giveBack(process: PyodideProcess): void {
-    if (process.alive && !process.busy && !this.#closed) this.#ready.unshift(process);
-    else process.kill();
+  /** Resolves containment and the base image (once), then takes a ready process. */
+  async #take(): Promise<PyodideProcess> {
+    await this.#prepare();
+    return this.#pool.take();
   }
 
   /** Gives a session a process; if the process dies while it holds the session, the session's next run starts empty and says so. */
@@ -451,11 +404,16 @@ export class PyodideRuntime implements LanguageRuntime {
     }
   }
 
-  /** Resolves containment and the base image, once. */
   #prepare(): Promise<Setup> {
-    this.#setup ??= this.#doPrepare().then(
+    this.#setup ??= prepareSetup(this.#setupOptions, {
+      closed: () => this.#closed,
+      building: (process) => {
+        this.#builder = process;
+      },
+    }).then(
       (setup) => {
         this.#setupState = setup;
+        if (setup.builtWasmBytes !== null) this.#idleWasmBytes ??= setup.builtWasmBytes;
         return setup;
       },
       (error: unknown) => {
@@ -469,182 +427,9 @@ export class PyodideRuntime implements LanguageRuntime {
     );
     return this.#setup;
   }
-
-  async #doPrepare(): Promise<Setup> {
-    const options = this.#options;
-    if (this.#closed) throw new SandboxError("SERVICE_CLOSING", "The runtime is closed.");
-    const cacheDir = usableCacheDir(options.cacheDir, this.#cacheDirConfigured);
-    const rootDir = join(cacheDir, "root");
-    ensureDirectory(rootDir);
-    const containment = await resolveContainment({
-      setting: options.containment,
-      rootDir,
-      runAs: options.runAs,
-      nodePath: process.execPath,
-    });
-    if (
-      containment.kind === "none" &&
-      options.containment === "auto" &&
-      !options.allowUncontained
-    ) {
-      throw new SandboxError(
-        "RUNTIME_UNAVAILABLE",
-        "Python sessions need Linux namespaces (unshare) to contain Pyodide, and they are not available here.",
-        {
-          hint: "Run on Linux with user namespaces enabled, or set the pyodide option allowUncontained (see docs/security.md).",
-        },
-      );
-    }
-    const distribution = pyodideDistribution();
-    const path = imagePath(cacheDir, distribution, options.preloadModules);
-    const base = this.#childCommand(distribution, containment, null, path);
-    const image = await ensureImage(path, async () => {
-      const builder = new PyodideProcess(
-        containment,
-        this.#childCommand(distribution, containment, "build", path),
-      );
-      this.#builder = builder;
-      try {
-        const built = await builder.image();
-        this.#idleWasmBytes = built.info.wasmBytes;
-        return built;
-      } finally {
-        builder.kill();
-        this.#builder = null;
-      }
-    });
-    if (this.#closed) throw new SandboxError("SERVICE_CLOSING", "The runtime is closed.");
-    return { containment, image, distribution, serve: base };
-  }
-
-  #childCommand(
-    distribution: PyodideDistribution,
-    _containment: Containment,
-    mode: "build" | null,
-    path: string,
-  ): ChildCommand {
-    const options = this.#options;
-    const runtimeDir = dirname(fileURLToPath(import.meta.url));
-    const childOptions: ChildOptions = {
-      mode: mode ?? "serve",
-      imagePath: mode ? null : path,
-      preloadModules: options.preloadModules,
-      interpreterStackMb: options.interpreterStackMb,
-      cStackBytes: options.cStackKb * 1_024,
-      interpreterHeapMb: options.interpreterHeapMb,
-      interruptGraceMs: options.interruptGraceMs,
-      processMemoryHeadroomMb: options.processMemoryHeadroomMb,
-    };
-    // A cold load (build mode) also imports Pyodide's `ws` dependency.
-    const readDirs = [distribution.dir, runtimeDir];
-    if (mode === "build") readDirs.push(dirname(packageDirOf("ws", distribution.dir)));
-    const readFiles = [join(REPOSITORY_ROOT, "package.json")];
-    if (!mode) readFiles.push(path);
-    const command: ChildCommand = {
-      nodePath: process.execPath,
-      execArgv: [],
-      entry: join(runtimeDir, "child.ts"),
-      optionsJson: JSON.stringify(childOptions),
-      readDirs,
-      readFiles,
-    };
-    command.execArgv = [
-      ...nodeFlags(command),
-      ...(options.wasmCompiler === "baseline" ? ["--liftoff-only"] : []),
-    ];
-    return command;
-  }
-
-  /** A ready process for a session: from the pool, or the next one to start. */
-  async #acquire(): Promise<PyodideProcess> {
-    const setup = await this.#prepare();
-    for (;;) {
-      const process = this.#ready.shift();
-      if (!process) break;
-      if (process.alive) {
-        this.#refill();
-        return process;
-      }
-    }
-    this.#coldStarts += 1;
-    const waiting = new Promise<PyodideProcess>((resolve, reject) => {
-      this.#waiters.push({ resolve, reject });
-    });
-    if (this.#starting.size < this.#waiters.length) this.#start(setup);
-    this.#refill();
-    return waiting;
-  }
-
-  #refill(): void {
-    if (this.#closed || !this.#setupState) return;
-    const options = this.#options;
-    while (
-      this.#ready.length + this.#starting.size < options.poolSize + this.#waiters.length &&
-      this.#starting.size < options.refillConcurrency
-    ) {
-      const backoffMs =
-        this.#failureStreak === 0 ? 0 : Math.min(30_000, 250 * 2 ** this.#failureStreak);
-      const waitMs =
-        this.#lastStartAt + Math.max(options.refillIntervalMs, backoffMs) - performance.now();
-      if (waitMs > 0) {
-        if (!this.#refillTimer) {
-          this.#refillTimer = setTimeout(() => {
-            this.#refillTimer = null;
-            this.#refill();
-          }, waitMs);
-        }
-        return;
-      }
-      this.#start(this.#setupState);
-    }
-  }
-
-  #start(setup: Setup): void {
-    if (this.#closed) return;
-    const process = new PyodideProcess(setup.containment, setup.serve);
-    this.#started += 1;
-    this.#lastStartAt = performance.now();
-    this.#starting.add(process);
-    this.#all.add(process);
-    process.onExit(() => {
-      this.#all.delete(process);
-      const index = this.#ready.indexOf(process);
-      if (index >= 0) this.#ready.splice(index, 1);
-      if (!this.#closed) this.#refill();
-    });
-    process.ready.then(
-      (info: ReadyInfo) => {
-        this.#starting.delete(process);
-        this.#failureStreak = 0;
-        this.#idleWasmBytes = info.wasmBytes;
-        this.#startTimes.push(process.startMs);
-        if (this.#startTimes.length > KEPT_START_TIMES) this.#startTimes.shift();
-        if (this.#closed) {
-          process.kill();
-          return;
-        }
-        const waiter = this.#waiters.shift();
-        if (waiter) waiter.resolve(process);
-        else this.#ready.push(process);
-        this.#refill();
-      },
-      (error: Error) => {
-        this.#starting.delete(process);
-        this.#failedStarts += 1;
-        this.#failureStreak += 1;
-        this.#lastStartError = error.message;
-        if (this.#starting.size === 0 && this.#failureStreak >= 3) {
-          for (const waiter of this.#waiters.splice(0)) {
-            waiter.reject(new SandboxError("RUNTIME_UNAVAILABLE", error.message));
-          }
-        }
-        this.#refill();
-      },
-    );
-  }
 }
 
-function refusal(error: ReturnType<typeof errorObject>): RuntimeRunOutcome {
+function refusal(error: ErrorObject): RuntimeRunOutcome {
   return {
     status: "validation_error",
     result: null,
@@ -659,70 +444,4 @@ function refusal(error: ReturnType<typeof errorObject>): RuntimeRunOutcome {
     cpuMs: 0,
     sessionReset: false,
   };
-}
-
-function packageDirOf(name: string, fromDir: string): string {
-  // Resolved from the pyodide package, as Node resolves its imports.
-  let dir = fromDir;
-  for (;;) {
-    const candidate = join(dir, "node_modules", name);
-    try {
-      readFileSync(join(candidate, "package.json"));
-      return join(candidate, "package.json");
-    } catch {
-      const parent = dirname(dir);
-      if (parent === dir) return join(fromDir, "node_modules", name, "package.json");
-      dir = parent;
-    }
-  }
-}
-
-/** Resident and proportional memory of a process and its descendants (Linux /proc), or null. */
-export function processTreeMemory(pid: number): { rssBytes: number; pssBytes: number } | null {
-  try {
-    let rssBytes = 0;
-    let pssBytes = 0;
-    const pending = [pid];
-    while (pending.length > 0) {
-      const current = pending.pop()!;
-      const rollup = readFileSync(`/proc/${current}/smaps_rollup`, "utf8");
-      rssBytes += kilobytes(rollup, "Rss") * 1_024;
-      pssBytes += kilobytes(rollup, "Pss") * 1_024;
-      const children = readFileSync(`/proc/${current}/task/${current}/children`, "utf8").trim();
-      if (children) pending.push(...children.split(/\s+/).map(Number));
-    }
-    return { rssBytes, pssBytes };
-  } catch {
-    return null;
-  }
-}
-
-function kilobytes(rollup: string, field: string): number {
-  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(rollup);
-  return match ? Number(match[1]) : 0;
-}
-
-/**
- * The cache directory to use: the configured one, or by default `<repository>/.data/pyodide`,
- * falling back to a directory of this user's own under the system's temporary directory when
- * the repository is not writable. A fallback directory owned by someone else, or writable by
- * others, is refused: an image planted there would run in every session.
- */
-function usableCacheDir(preferred: string, configured: boolean): string {
-  try {
-    ensureDirectory(preferred);
-    return preferred;
-  } catch (error) {
-    if (configured) throw error;
-  }
-  const fallback = join(tmpdir(), `sandbox-runner-pyodide-${process.getuid?.() ?? "user"}`);
-  mkdirSync(fallback, { recursive: true, mode: 0o755 });
-  const stat = statSync(fallback);
-  if ((process.getuid && stat.uid !== process.getuid()) || (stat.mode & 0o022) !== 0) {
-    throw new SandboxError(
-      "RUNTIME_UNAVAILABLE",
-      `The Pyodide cache directory ${fallback} belongs to another user or is writable by others; set the pyodide option cacheDir.`,
-    );
-  }
-  return fallback;
 }
