@@ -9,7 +9,8 @@
  *    read-only tmpfs holding read-only bind mounts of exactly what the process needs: the
  *    system libraries, the Node binary, the Pyodide package, this backend's source and the
  *    base image. Unix sockets, the repository, configuration, other sessions' files: not
- *    there. When the server runs as root, the process also drops to uid/gid 65534.
+ *    there. When the server runs as root, the process also drops to uid/gid 65534 (when
+ *    everyone can read what it needs; otherwise it keeps root inside the namespaces).
  * 2. **Node's permission model** (`--permission`): file reads only below those same paths,
  *    no writes, no child processes, no native addons, no WASI, no inspector. Worker threads
  *    are allowed (the interpreter is one).
@@ -22,7 +23,7 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import { accessSync, constants, existsSync, lstatSync } from "node:fs";
+import { accessSync, constants, existsSync, lstatSync, statSync } from "node:fs";
 import { delimiter, dirname, join } from "node:path";
 
 /** The containment setting of {@link PyodideRuntimeOptions}. */
@@ -188,6 +189,8 @@ export interface ResolveContainmentOptions {
   runAs: string | null;
   /** Node executable (to probe with). */
   nodePath: string;
+  /** Files and directories a child must read: `runAs` is used only when others can read them all. */
+  readPaths: readonly string[];
 }
 
 /**
@@ -208,7 +211,10 @@ export async function resolveContainment(options: ResolveContainmentOptions): Pr
   const unshare = findExecutable("unshare");
   const sh = findExecutable("sh");
   if (process.platform !== "linux" || !unshare || !sh) return noContainment();
-  const user = process.getuid?.() === 0 ? options.runAs : null;
+  const user =
+    process.getuid?.() === 0 && options.runAs && options.readPaths.every(readableByOthers)
+      ? options.runAs
+      : null;
   const candidate = namespaceContainment(unshare, sh, options.rootDir, user);
   const probe = candidate.command({
     nodePath: options.nodePath,
@@ -234,6 +240,25 @@ export async function resolveContainment(options: ResolveContainmentOptions): Pr
     });
   });
   return ok ? candidate : noContainment();
+}
+
+/** Whether a user with no relation to the owner can read `path` (mode bits of it and every directory above). */
+function readableByOthers(path: string): boolean {
+  try {
+    const stat = statSync(path);
+    if (
+      (stat.mode & (stat.isDirectory() ? 0o005 : 0o004)) !==
+      (stat.isDirectory() ? 0o005 : 0o004)
+    ) {
+      return false;
+    }
+    for (let dir = dirname(path); ; dir = dirname(dir)) {
+      if ((statSync(dir).mode & 0o001) === 0) return false;
+      if (dirname(dir) === dir) return true;
+    }
+  } catch {
+    return false;
+  }
 }
 
 function noContainment(): Containment {

@@ -77,11 +77,20 @@ export async function prepareSetup(options: SetupOptions, hooks: SetupHooks): Pr
   const cacheDir = usableCacheDir(options.cacheDir, options.cacheDirConfigured);
   const rootDir = join(cacheDir, "root");
   ensureDirectory(rootDir);
+  const distribution = pyodideDistribution();
+  const path = imagePath(cacheDir, distribution, options.preloadModules);
   const containment = await resolveContainment({
     setting: options.containment,
     rootDir,
     runAs: options.runAs,
     nodePath: process.execPath,
+    readPaths: [
+      process.execPath,
+      distribution.dir,
+      RUNTIME_DIR,
+      join(REPOSITORY_ROOT, "package.json"),
+      cacheDir,
+    ],
   });
   if (containment.kind === "none" && options.containment === "auto" && !options.allowUncontained) {
     throw new SandboxError(
@@ -92,8 +101,6 @@ export async function prepareSetup(options: SetupOptions, hooks: SetupHooks): Pr
       },
     );
   }
-  const distribution = pyodideDistribution();
-  const path = imagePath(cacheDir, distribution, options.preloadModules);
   let builtWasmBytes: number | null = null;
   const image = await ensureImage(path, async () => {
     const builder = new PyodideProcess(
