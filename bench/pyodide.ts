@@ -121,6 +121,8 @@ export async function benchPyodide(): Promise<void> {
   // ---- Warm runs, per snippet -----------------------------------------------------------
   await warm.warmUp(1);
   await warm.createSession("runs", { ...DEFAULT_SESSION_LIMITS }, "python");
+  // Let the pool refill first: its starts would compete for CPU with the runs measured.
+  await warm.warmUp(4);
   const pyodideRun = new Map<string, number>();
   for (const snippet of SNIPPETS) {
     const samples: number[] = [];

@@ -2,7 +2,8 @@
  * The pool of ready Pyodide processes: each has restored the base image, warmed up, and is
  * blocked waiting for a session.
  *
- * `size` processes are kept ready. Taking one starts a replacement in the background, at most
+ * `size` processes are kept ready. Taking one starts a replacement in the background (50 ms
+ * later, so the taker's first run does not compete with it for CPU), at most
  * `refillConcurrency` starts at a time and one every `refillIntervalMs`; starts that fail
  * back off (250 ms doubling, up to 30 s). With none ready, a taker waits for the next start
  * (a "cold" start); after three failures in a row with nothing starting, waiters are refused
@@ -48,6 +49,12 @@ interface Waiter {
 }
 
 const KEPT_START_TIMES = 32;
+/**
+ * A replacement for a taken process starts this long after the take: starting a process
+ * takes about half a second of CPU, and on a small machine it would slow the taker's first
+ * run, which usually follows at once.
+ */
+const REFILL_AFTER_TAKE_MS = 50;
 
 /** See the module comment. */
 export class InterpreterPool {
@@ -115,7 +122,10 @@ export class InterpreterPool {
       const process = this.#ready.shift();
       if (!process) break;
       if (process.alive) {
-        this.refill();
+        this.#refillTimer ??= setTimeout(() => {
+          this.#refillTimer = null;
+          this.refill();
+        }, REFILL_AFTER_TAKE_MS);
         return Promise.resolve(process);
       }
     }
