@@ -42,7 +42,8 @@ import {
   type SupervisorMessage,
 } from "./protocol.ts";
 
-const MAX_INBOUND_FRAME_BYTES = 64 * 1_048_576;
+/** Largest frame accepted from the server (it is trusted; requests are bounded by its body limit). */
+const MAX_INBOUND_FRAME_BYTES = 512 * 1_048_576;
 /** How often limits that have no event of their own are sampled during a run, in ms. */
 const SAMPLE_MS = 10;
 /** How often the process is checked while no run is active, in ms. */
