@@ -137,5 +137,6 @@ export async function createQuickJsEngine(
 export const plugin: RuntimePlugin = {
   kind: "runtime",
   id: "quickjs",
-  create: (options) => createQuickJsRuntime({ prestart: true, ...(options as QuickJsRuntimeOptions) }),
+  create: (options) =>
+    createQuickJsRuntime({ prestart: true, ...(options as QuickJsRuntimeOptions) }),
 };
