@@ -52,7 +52,7 @@ const SETUP_TIMEOUT_MS = 5_000;
 export interface IsolatedVmEngineOptions {
   /** What the backend declares about itself. */
   info: RuntimeInfo;
-  /** Time a slice may outlive its budget before its isolate is disposed, in ms (default 100). */
+  /** Time a slice may outlive its budget before its isolate is disposed, in ms (default 250). */
   disposeGraceMs?: number;
   /**
    * Time a disposed isolate's thread may stay stuck in a native operation before `onFatal`
@@ -92,7 +92,7 @@ export class IsolatedVmEngine implements LanguageRuntime {
 
   constructor(options: IsolatedVmEngineOptions) {
     this.info = options.info;
-    this.#disposeGraceMs = options.disposeGraceMs ?? 100;
+    this.#disposeGraceMs = options.disposeGraceMs ?? 250;
     this.#stuckThreadLimitMs = options.stuckThreadLimitMs ?? 2_000;
     this.#onFatal = options.onFatal ?? (() => {});
   }

@@ -42,7 +42,7 @@ export interface IsolatedVmRuntimeOptions {
    * isolates, whose memory is each session's `memory_mb`.
    */
   hostHeapMb?: number;
-  /** Time a guest slice may outlive its time budget before its isolate is disposed, in ms (default 100). */
+  /** Time a guest slice may outlive its time budget before its isolate is disposed, in ms (default 250). */
   disposeGraceMs?: number;
   /**
    * Time a disposed isolate's thread may stay stuck in one native operation before its child
@@ -96,7 +96,7 @@ export function isolatedVmInfo(): RuntimeInfo {
       },
       wall_ms: {
         support: "exact",
-        note: "tool calls and timers included; a native operation V8 cannot interrupt gets its isolate disposed 100 ms past the limit (session reset)",
+        note: "tool calls and timers included; a native operation V8 cannot interrupt gets its isolate disposed 250 ms past the limit (session reset)",
       },
       max_stdout_bytes: {
         support: "exact",
@@ -143,7 +143,7 @@ export function createIsolatedVmRuntime(options: IsolatedVmRuntimeOptions = {}):
   const info = isolatedVmInfo();
   const childOptions: IsolatedVmChildOptions = {
     info,
-    disposeGraceMs: options.disposeGraceMs ?? 100,
+    disposeGraceMs: options.disposeGraceMs ?? 250,
     stuckThreadLimitMs: options.stuckThreadLimitMs ?? 2_000,
   };
   const execArgv = childExecArgv(options);

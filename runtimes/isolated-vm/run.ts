@@ -325,6 +325,7 @@ export class ActiveRun {
     });
     const guard = setTimeout(() => {
       if (this.#busy !== pending) return;
+      this.#sampleCpu();
       this.stop(budget.kind);
       this.#disposeBusy();
     }, budget.ms + this.#hooks.disposeGraceMs);
@@ -365,6 +366,7 @@ export class ActiveRun {
   /** Disposes the isolate under a slice that did not return, and lets the run end now. */
   #disposeBusy(): void {
     if (!this.#busy) return;
+    this.#sampleCpu();
     this.sessionReset = true;
     this.#hooks.disposeIsolate(this.#session, this.#busy);
     this.#abandon?.();
