@@ -89,7 +89,11 @@ export function defaultConfig(): ServerConfig {
     ceilings: { ...DEFAULT_CEILINGS },
     defaultLanguage: "python",
     defaultRuntimes: {},
-    runtimes: [{ module: resolve(REPOSITORY_ROOT, "runtimes/quickjs/index.ts"), options: {} }],
+    // QuickJS first: it stays the default for javascript and typescript.
+    runtimes: [
+      { module: resolve(REPOSITORY_ROOT, "runtimes/quickjs/index.ts"), options: {} },
+      { module: resolve(REPOSITORY_ROOT, "runtimes/isolated-vm/index.ts"), options: {} },
+    ],
     capabilities: [{ module: resolve(REPOSITORY_ROOT, "capabilities/kv/index.ts"), options: {} }],
     logLevel: "info",
   };
