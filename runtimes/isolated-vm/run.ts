@@ -607,15 +607,20 @@ export class ActiveRun {
     const session = this.#session;
     if (hitLimit) return session.limits.memory_mb * 1_048_576;
     if (session.isolate.isDisposed || this.#busy || this.#crashMessage) return session.peakBytes;
+    let timer: NodeJS.Timeout | undefined;
     try {
       const heap = await Promise.race([
         session.isolate.getHeapStatistics(),
-        new Promise<never>((_, reject) => setTimeout(reject, HEAP_STATISTICS_WAIT_MS).unref()),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(reject, HEAP_STATISTICS_WAIT_MS);
+        }),
       ]);
       const bytes = heap.total_heap_size + heap.externally_allocated_size;
       session.peakBytes = Math.max(session.peakBytes, bytes);
     } catch {
       // Disposed meanwhile, or the isolate did not answer in time: keep the last figure.
+    } finally {
+      clearTimeout(timer);
     }
     return session.peakBytes;
   }
