@@ -38,6 +38,7 @@ import {
   type SessionLimits,
 } from "../../src/index.ts";
 import { BOOTSTRAP_FILENAME, GUEST_BOOTSTRAP } from "./guest.ts";
+import { DEFAULT_DISPOSE_GRACE_MS, DEFAULT_STUCK_THREAD_LIMIT_MS } from "./index.ts";
 import { ActiveRun, type RunSession, validationOutcome } from "./run.ts";
 import { PRELUDE_FILENAME } from "./stack.ts";
 
@@ -92,8 +93,8 @@ export class IsolatedVmEngine implements LanguageRuntime {
 
   constructor(options: IsolatedVmEngineOptions) {
     this.info = options.info;
-    this.#disposeGraceMs = options.disposeGraceMs ?? 250;
-    this.#stuckThreadLimitMs = options.stuckThreadLimitMs ?? 2_000;
+    this.#disposeGraceMs = options.disposeGraceMs ?? DEFAULT_DISPOSE_GRACE_MS;
+    this.#stuckThreadLimitMs = options.stuckThreadLimitMs ?? DEFAULT_STUCK_THREAD_LIMIT_MS;
     this.#onFatal = options.onFatal ?? (() => {});
   }
 

@@ -64,6 +64,11 @@ export interface IsolatedVmChildOptions {
   stuckThreadLimitMs: number;
 }
 
+/** Default of {@link IsolatedVmRuntimeOptions.disposeGraceMs}, in ms. */
+export const DEFAULT_DISPOSE_GRACE_MS = 250;
+/** Default of {@link IsolatedVmRuntimeOptions.stuckThreadLimitMs}, in ms. */
+export const DEFAULT_STUCK_THREAD_LIMIT_MS = 2_000;
+
 const requireHere = createRequire(import.meta.url);
 const packageRoot = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -71,8 +76,9 @@ const packageRoot = fileURLToPath(new URL("../../", import.meta.url));
  * Describes the backend: the exact engine build (isolated-vm version, V8 version of the Node
  * binary the children run, and the SHA-256 prefix of the native binary isolated-vm loads) and
  * how each limit is enforced (docs/limits.md has the measurements).
+ * @param disposeGraceMs the backend's `disposeGraceMs` (default 250), quoted in a note.
  */
-export function isolatedVmInfo(): RuntimeInfo {
+export function isolatedVmInfo(disposeGraceMs = DEFAULT_DISPOSE_GRACE_MS): RuntimeInfo {
   const manifest = requireHere.resolve("isolated-vm/package.json");
   const { version } = JSON.parse(readFileSync(manifest, "utf8")) as { version: string };
   // The prebuilt binary isolated-vm will load, found the way it finds it (node-gyp-build).
@@ -96,7 +102,7 @@ export function isolatedVmInfo(): RuntimeInfo {
       },
       wall_ms: {
         support: "exact",
-        note: "tool calls and timers included; a native operation V8 cannot interrupt gets its isolate disposed 250 ms past the limit (session reset)",
+        note: `tool calls and timers included; a native operation V8 cannot interrupt gets its isolate disposed ${disposeGraceMs} ms past the limit (session reset)`,
       },
       max_stdout_bytes: {
         support: "exact",
@@ -108,7 +114,7 @@ export function isolatedVmInfo(): RuntimeInfo {
       },
       max_stack_depth: {
         support: "unsupported",
-        note: "V8's stack limit is bytes per thread, the same for every isolate of a process (about 87,000 simple frames here); past it: STACK_LIMIT",
+        note: "V8's stack limit is bytes per thread, the same for every isolate of a process (8 MiB threads: about 87,000 simple frames); past it: STACK_LIMIT",
       },
     },
     snapshotKinds: [],
@@ -140,11 +146,12 @@ function childExecArgv(options: IsolatedVmRuntimeOptions): string[] {
  * holding several sessions (new sessions go to the child with the fewest).
  */
 export function createIsolatedVmRuntime(options: IsolatedVmRuntimeOptions = {}): LanguageRuntime {
-  const info = isolatedVmInfo();
+  const disposeGraceMs = options.disposeGraceMs ?? DEFAULT_DISPOSE_GRACE_MS;
+  const info = isolatedVmInfo(disposeGraceMs);
   const childOptions: IsolatedVmChildOptions = {
     info,
-    disposeGraceMs: options.disposeGraceMs ?? 250,
-    stuckThreadLimitMs: options.stuckThreadLimitMs ?? 2_000,
+    disposeGraceMs,
+    stuckThreadLimitMs: options.stuckThreadLimitMs ?? DEFAULT_STUCK_THREAD_LIMIT_MS,
   };
   const execArgv = childExecArgv(options);
   return new WorkerPoolRuntime({
