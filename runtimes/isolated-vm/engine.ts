@@ -103,6 +103,12 @@ export class IsolatedVmEngine implements LanguageRuntime {
     return this.#stuck.size;
   }
 
+  /**
+   * Creates a session: a new isolate (`memoryLimit` = `limits.memory_mb`, fixed for the
+   * session's life) and context holding the bootstrap and the guest prelude.
+   * @throws SandboxError `SESSION_EXISTS`; `LIMIT_EXCEEDS_CEILING` when `memory_mb` is below
+   *   {@link MIN_MEMORY_MB}; `ENGINE_CRASHED` when the isolate cannot be set up.
+   */
   async createSession(
     sessionId: SessionId,
     limits: SessionLimits,
@@ -125,6 +131,11 @@ export class IsolatedVmEngine implements LanguageRuntime {
     this.#sessions.set(sessionId, session);
   }
 
+  /**
+   * Runs one cell (see ./run.ts). Guest failures, limits and crashes of the isolate resolve as
+   * outcomes; a session whose isolate was lost is replaced by an empty one (`SESSION_RESET`).
+   * @throws SandboxError `SESSION_NOT_FOUND`, `SESSION_BUSY` (a run is active).
+   */
   async run(request: RuntimeRunRequest): Promise<RuntimeRunOutcome> {
     let session = this.#sessions.get(request.sessionId);
     if (!session) {
@@ -199,6 +210,7 @@ export class IsolatedVmEngine implements LanguageRuntime {
     return outcome;
   }
 
+  /** Disposes a session's isolate (a run in progress is cancelled first); answers whether it existed. */
   async destroySession(sessionId: SessionId): Promise<boolean> {
     const session = this.#sessions.get(sessionId);
     if (!session) return false;

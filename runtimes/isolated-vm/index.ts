@@ -59,8 +59,11 @@ export interface IsolatedVmRuntimeOptions {
 
 /** What a child process receives (its last argument, JSON). */
 export interface IsolatedVmChildOptions {
+  /** The backend's {@link RuntimeInfo}, as the server computed it. */
   info: RuntimeInfo;
+  /** See {@link IsolatedVmRuntimeOptions.disposeGraceMs}, in ms. */
   disposeGraceMs: number;
+  /** See {@link IsolatedVmRuntimeOptions.stuckThreadLimitMs}, in ms. */
   stuckThreadLimitMs: number;
 }
 
@@ -142,8 +145,12 @@ function childExecArgv(options: IsolatedVmRuntimeOptions): string[] {
 }
 
 /**
- * Creates the isolated-vm backend: a {@link WorkerPoolRuntime} over child processes, each
- * holding several sessions (new sessions go to the child with the fewest).
+ * Creates the isolated-vm backend (isolated-vm 7, V8 isolates): a {@link WorkerPoolRuntime}
+ * over child processes, each holding several sessions (new sessions go to the child with the
+ * fewest). No child starts before the first session unless `prestart`. Its `createSession`
+ * throws `SandboxError` `SESSION_EXISTS`, `LIMIT_EXCEEDS_CEILING` (memory_mb below 8 MiB) or
+ * `ENGINE_CRASHED` (a child or an isolate could not start); runs resolve as outcomes, with
+ * `interrupted` / `ENGINE_CRASHED` when a child dies under them (see docs/runtimes.md).
  */
 export function createIsolatedVmRuntime(options: IsolatedVmRuntimeOptions = {}): LanguageRuntime {
   const disposeGraceMs = options.disposeGraceMs ?? DEFAULT_DISPOSE_GRACE_MS;

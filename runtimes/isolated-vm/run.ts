@@ -6,9 +6,13 @@
  * Limits:
  * - cpu_ms and wall_ms: every slice runs with isolated-vm's `timeout` set to what is left of
  *   both (`isolate.cpuTime` counts the CPU used so far). isolated-vm terminates the slice when
- *   it is spent and the isolate stays usable. A slice's time is wall time on the isolate's
- *   thread, so under CPU contention (or while it waits on synchronous `console` output) a run
- *   can be stopped for cpu_ms having used less CPU than that; never later.
+ *   it is spent and the isolate stays usable. A slice's timeout runs on the steady clock while
+ *   the isolate is active (paused during callbacks into this process), so under CPU contention
+ *   a run can be stopped for cpu_ms having used less CPU than that; never later. (Measured, and
+ *   rejected: stretching timeouts by an estimated share of a core made runs overshoot or be
+ *   disposed when the estimate lagged.) On Linux, isolated-vm counts a finished slice with
+ *   the thread's CPU clock but reads a running one on the steady clock, so `cpuTime` is read
+ *   only between slices.
  * - wall_ms also counts while the run waits (tool calls, timers): a host timer ends it.
  * - a slice still running `disposeGraceMs` after its budget is in one native operation V8
  *   cannot interrupt (a huge BigInt multiplication: isolated-vm issue #202). The isolate is
@@ -38,6 +42,7 @@ import {
   type RuntimeRunRequest,
   type SessionId,
   type SessionLimits,
+  type ToolBridge,
 } from "../../src/index.ts";
 import { FinishKind, GuestOp, MAX_CROSSING_CHARS, MAX_PENDING_TIMERS, REFUSED } from "./guest.ts";
 import { compileErrorMessage, compileErrorSpan, firstUserSpan, mapStack } from "./stack.ts";
@@ -87,6 +92,7 @@ type SliceResult = { ok: true; value: unknown } | { ok: false };
 type SettledSlice = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 interface Budget {
+  /** isolated-vm timeout of the slice, in ms. */
   ms: number;
   kind: "cpu" | "wall";
 }
@@ -240,6 +246,10 @@ export class ActiveRun {
 
   // Guest callbacks (see ./guest.ts). They check their arguments again and never throw.
 
+  /**
+   * `print` callback: appends `text` to stdout (`stream` 1) or stderr (2), and counts
+   * `droppedBytes` (UTF-8) the guest did not send because the stream was past its cap.
+   */
   print(stream: unknown, text: unknown, droppedBytes: unknown): void {
     if (this.#ended || typeof text !== "string") return;
     const capture = stream === 2 ? this.#stderr : this.#stdout;
@@ -247,6 +257,11 @@ export class ActiveRun {
     if (typeof droppedBytes === "number") capture.drop(droppedBytes);
   }
 
+  /**
+   * `startCall` callback: starts a tool call through the run's {@link ToolBridge}; answers its
+   * id (the reply is delivered later as a slice), or `REFUSED` when the run is stopping or the
+   * arguments are not strings.
+   */
   startCall(name: unknown, argsJson: unknown, kwargsJson: unknown): number {
     if (this.#ended || this.#stopReason) return REFUSED;
     if (typeof name !== "string" || typeof argsJson !== "string" || typeof kwargsJson !== "string")
@@ -270,6 +285,10 @@ export class ActiveRun {
     return id;
   }
 
+  /**
+   * `setTimer` callback: arms a host timer for `delayMs` (clamped to 0…2^31-1 ms); answers its
+   * id, or `REFUSED` past `MAX_PENDING_TIMERS` pending. Timers die with the run.
+   */
   setTimer(delayMs: unknown): number {
     if (this.#ended || this.#timers.size >= MAX_PENDING_TIMERS) return REFUSED;
     const id = ++this.#nextTimer;
@@ -288,12 +307,17 @@ export class ActiveRun {
     return id;
   }
 
+  /** `clearTimer` callback: disarms a timer of this run. */
   clearTimer(id: unknown): void {
     if (typeof id !== "number") return;
     clearTimeout(this.#timers.get(id));
     this.#timers.delete(id);
   }
 
+  /**
+   * `finish` callback: the cell's promise settled (`kind`, see `FinishKind`). Only the first
+   * report carrying this run's token counts; leftovers of earlier runs are ignored.
+   */
   finishCell(token: unknown, kind: unknown, text: unknown): void {
     if (this.#ended || this.#finished || token !== this.#token) return;
     if (typeof kind !== "number" || typeof text !== "string") return;
@@ -513,7 +537,7 @@ export class ActiveRun {
         const head =
           used >= limits.cpu_ms
             ? `The run used more than cpu_ms (${limits.cpu_ms} ms) of CPU time`
-            : `The run executed guest code for cpu_ms (${limits.cpu_ms} ms) without finishing; V8 counted ${used} ms of CPU time in it (the rest went to waiting for a CPU core or for console output)`;
+            : `The run executed guest code for cpu_ms (${limits.cpu_ms} ms) without finishing; V8 counted ${used} ms of CPU time in it (the rest went to waiting for a CPU core)`;
         const tail = this.sessionReset
           ? "; it was inside an operation V8 could not interrupt, so its isolate was disposed and the session was reset."
           : ".";
