@@ -349,6 +349,8 @@ export class ActiveRun {
     });
     const guard = setTimeout(() => {
       if (this.#busy !== pending) return;
+      // The slice never ends normally: take isolated-vm's running figure (its steady-clock
+      // time on the thread) as the CPU it used.
       this.#sampleCpu();
       this.stop(budget.kind);
       this.#disposeBusy();
