@@ -37,7 +37,7 @@ import {
   type SessionId,
   type SessionLimits,
 } from "../../src/index.ts";
-import { BOOTSTRAP_FILENAME, GUEST_BOOTSTRAP } from "./guest.ts";
+import { BOOTSTRAP_FILENAME, GUEST_BOOTSTRAP, REFUSED } from "./guest.ts";
 import { DEFAULT_DISPOSE_GRACE_MS, DEFAULT_STUCK_THREAD_LIMIT_MS } from "./index.ts";
 import { ActiveRun, type RunSession, validationOutcome } from "./run.ts";
 import { PRELUDE_FILENAME } from "./stack.ts";
@@ -299,9 +299,9 @@ export class IsolatedVmEngine implements LanguageRuntime {
           ),
           new ivm.Callback(
             (name: unknown, args: unknown, kwargs: unknown) =>
-              run()?.startCall(name, args, kwargs) ?? -1,
+              run()?.startCall(name, args, kwargs) ?? REFUSED,
           ),
-          new ivm.Callback((delayMs: unknown) => run()?.setTimer(delayMs) ?? -1),
+          new ivm.Callback((delayMs: unknown) => run()?.setTimer(delayMs) ?? REFUSED),
           new ivm.Callback((id: unknown) => run()?.clearTimer(id)),
           new ivm.Callback((token: unknown, kind: unknown, text: unknown) =>
             run()?.finishCell(token, kind, text),

@@ -101,7 +101,7 @@ export function isolatedVmInfo(disposeGraceMs = DEFAULT_DISPOSE_GRACE_MS): Runti
       },
       cpu_ms: {
         support: "approximate",
-        note: "isolate CPU time (isolate.cpuTime); each slice of guest code runs with isolated-vm's timeout set to what is left, so contention can stop a run early, never late; the session is kept",
+        note: "isolate CPU time (isolate.cpuTime); each slice of guest code runs with isolated-vm's timeout set to what is left (a steady-clock timer while the isolate runs), so CPU contention can stop a run early; the session is kept",
       },
       wall_ms: {
         support: "exact",

@@ -8,7 +8,8 @@
  *   both (`isolate.cpuTime` counts the CPU used so far). isolated-vm terminates the slice when
  *   it is spent and the isolate stays usable. A slice's timeout runs on the steady clock while
  *   the isolate is active (paused during callbacks into this process), so under CPU contention
- *   a run can be stopped for cpu_ms having used less CPU than that; never later. (Measured, and
+ *   a run can be stopped for cpu_ms having used less CPU than that, not later than V8 takes to
+ *   notice the termination (milliseconds, unless the machine is badly oversubscribed). (Measured, and
  *   rejected: stretching timeouts by an estimated share of a core made runs overshoot or be
  *   disposed when the estimate lagged.) On Linux, isolated-vm counts a finished slice with
  *   the thread's CPU clock but reads a running one on the steady clock, so `cpuTime` is read
