@@ -53,6 +53,14 @@ export class OutputCapture {
     if (Number.isFinite(bytes) && bytes > 0) this.#droppedBytes += bytes;
   }
 
+  /**
+   * Counts `bytes` as dropped without receiving them: for a backend that stops output past the
+   * cap at its source, so the text never has to be copied out of the engine.
+   */
+  drop(bytes: number): void {
+    if (Number.isFinite(bytes) && bytes > 0) this.#droppedBytes += Math.floor(bytes);
+  }
+
   /** What was kept. */
   get text(): string {
     if (this.#chunks.length > 1) this.#chunks = [this.#chunks.join("")];

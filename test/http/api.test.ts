@@ -399,8 +399,54 @@ describe("service routes", () => {
     expect(runtimes.limits.defaults).toMatchObject({ memory_mb: 64 });
     expect((await app.inject({ method: "GET", url: "/v1/health" })).json()).toMatchObject({
       status: "ok",
-      runtimes: ["quickjs", "pyodide"],
+      runtimes: ["quickjs", "isolated-vm", "pyodide"],
     });
+  });
+
+  it("lists both JavaScript backends, QuickJS the default, and runs a session on isolated-vm", async () => {
+    const listed = (await app.inject({ method: "GET", url: "/v1/runtimes" })).json();
+    expect(listed.runtimes.map((r: { id: string }) => r.id)).toEqual(["quickjs", "isolated-vm"]);
+    expect(listed.runtimes[0].default_for).toEqual(["javascript", "typescript"]);
+    expect(listed.runtimes[1]).toMatchObject({
+      id: "isolated-vm",
+      languages: ["javascript", "typescript"],
+      isolation: "child_process",
+      default_for: [],
+      snapshotKinds: [],
+    });
+    expect(listed.runtimes[1].engine).toMatch(/^isolated-vm 7\.0\.1 \(V8 /);
+    expect(listed.runtimes[1].limits.wall_ms.support).toBe("exact");
+
+    const created = await post("/v1/sessions", {
+      session_id: "http-ivm",
+      language: "typescript",
+      runtime: "isolated-vm",
+    });
+    expect(created.statusCode).toBe(201);
+    expect(created.json()).toMatchObject({ id: "http-ivm", runtime: "isolated-vm" });
+    const first = await post("/v1/runs", {
+      session_id: "http-ivm",
+      language: "typescript",
+      code: "const n: number = 20;\nawait kv_set('n', n);\nconsole.log('in V8');\nn + 1",
+    });
+    expect(first.statusCode).toBe(200);
+    expect(first.json()).toMatchObject({
+      status: "ok",
+      result: 21,
+      stdout: "in V8\n",
+      external_calls: [{ name: "kv_set", status: "ok" }],
+    });
+    const second = await post("/v1/runs", {
+      session_id: "http-ivm",
+      language: "typescript",
+      code: "(await kv_get('n')) + n",
+    });
+    expect(second.json()).toMatchObject({ status: "ok", result: 40 });
+    // Without `runtime`, a new session still gets the default backend.
+    await post("/v1/sessions", { session_id: "http-default", language: "javascript" });
+    expect(
+      (await app.inject({ method: "GET", url: "/v1/sessions/http-default" })).json().runtime,
+    ).toBe("quickjs");
   });
 
   it("serves an OpenAPI document built from the same schemas", async () => {
