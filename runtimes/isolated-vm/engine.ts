@@ -298,14 +298,15 @@ export class IsolatedVmEngine implements LanguageRuntime {
             run()?.print(stream, text, dropped),
           ),
           new ivm.Callback(
-            (name: unknown, args: unknown, kwargs: unknown) =>
-              run()?.startCall(name, args, kwargs) ?? REFUSED,
+            (id: unknown, name: unknown, args: unknown, kwargs: unknown) =>
+              run()?.startCall(id, name, args, kwargs) ?? REFUSED,
           ),
           new ivm.Callback((delayMs: unknown) => run()?.setTimer(delayMs) ?? REFUSED),
           new ivm.Callback((id: unknown) => run()?.clearTimer(id)),
           new ivm.Callback((token: unknown, kind: unknown, text: unknown) =>
             run()?.finishCell(token, kind, text),
           ),
+          new ivm.Callback(() => run()?.now() ?? Date.now()),
         ],
         { result: { reference: true }, timeout: SETUP_TIMEOUT_MS },
       )) as ivm.Reference;

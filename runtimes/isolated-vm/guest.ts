@@ -7,8 +7,8 @@
  * - host → guest: `apply` on the entry point with primitive arguments only (numbers, strings),
  *   copied by isolated-vm; no `Reference`, `ExternalCopy` or host object is ever given to the
  *   isolate.
- * - guest → host: five `ivm.Callback`s (print, start a tool call, arm a timer, clear a timer,
- *   report the cell's end) whose arguments isolated-vm copies; the host checks their types
+ * - guest → host: six `ivm.Callback`s (print, start a tool call, arm a timer, clear a timer,
+ *   report the cell's end, read the clock) whose arguments isolated-vm copies; the host checks their types
  *   again and never throws back into the isolate (a host exception would carry host stack
  *   frames), it answers `-1` where the guest shim must raise.
  *
@@ -23,8 +23,9 @@
 /** Operations of the bootstrap's entry point (its first argument). */
 export const GuestOp = {
   /**
-   * Starts a run: `(op, token, inputsJson, toolNamesJson | "", script, outputCapUnits)`.
-   * Forgets what the previous run left pending, binds tools and inputs, evaluates the compiled
+   * Starts a run: `(op, token, inputsJson, toolNamesJson | "", script, outputCapUnits, seed)`.
+   * Forgets what the previous run left pending, seeds `Math.random` with `seed` ("a,b,c,d"),
+   * binds tools and inputs, evaluates the compiled
    * cell as global code (indirect eval) and watches its promise. Answers `""`, or JSON
    * `{kind: "input", message}` / `{kind: "compile", error}` (`error` a described error, see
    * `GuestInternals.describeError`).
@@ -64,15 +65,17 @@ export const BOOTSTRAP_FILENAME = "sandbox-bootstrap.js";
 
 /**
  * The bootstrap's source: a function expression
- * `(prelude, print, startCall, setTimer, clearTimer, finish) => entry`, where `prelude` is the
+ * `(prelude, print, startCall, setTimer, clearTimer, finish, now) => entry`, where `prelude` is the
  * evaluated `GUEST_PRELUDE` and the rest are the host callbacks:
  * - `print(stream: 1 | 2, text, droppedBytes)`: stdout or stderr; output past the run's cap is
  *   not sent, only counted (UTF-8 bytes), so a flood never crosses;
- * - `startCall(name, argsJson, kwargsJson)` → call id, or {@link REFUSED};
+ * - `startCall(id, name, argsJson, kwargsJson)` → 0, or {@link REFUSED} (the prelude numbers
+ *   calls; the reply comes back through the entry's `settle`);
  * - `setTimer(delayMs)` → timer id, or {@link REFUSED}; `clearTimer(id)`;
- * - `finish(token, kind, text)`: the cell settled ({@link FinishKind}).
+ * - `finish(token, kind, text)`: the cell settled ({@link FinishKind});
+ * - `now()` → the clock guest code reads, in epoch ms (recorded or replayed by the host).
  */
-export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, clearTimer, finish) {
+export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, clearTimer, finish, now) {
   "use strict";
   const G = globalThis;
   // A WebAssembly.Memory lives outside the isolate's heap, where memoryLimit cannot see it
@@ -87,19 +90,12 @@ export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, 
   const apply = Reflect.apply;
   const stringify = JSON.stringify;
   const parse = JSON.parse;
-  const PromiseCtor = Promise;
   const promiseThen = Promise.prototype.then;
-  const promiseReject = Promise.reject;
   const ErrorCtor = Error;
   const RangeErrorCtor = RangeError;
   const StringCtor = String;
   const charCodeAt = String.prototype.charCodeAt;
   const stringSlice = String.prototype.slice;
-  const MapCtor = Map;
-  const mapGet = Map.prototype.get;
-  const mapSet = Map.prototype.set;
-  const mapDelete = Map.prototype.delete;
-  const mapClear = Map.prototype.clear;
   const MAX_CROSSING = ${MAX_CROSSING_CHARS};
 
   function utf8Length(text) {
@@ -119,7 +115,6 @@ export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, 
   // Output the run may still send, per stream, in UTF-16 units (a unit is at least one UTF-8
   // byte, so this never holds back what the host would keep).
   const outputLeft = [0, 0, 0];
-  const pendingCalls = new MapCtor();
   const host = {
     print: function (stream, text) {
       let target = stream;
@@ -140,13 +135,11 @@ export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, 
       outputLeft[target] = 0;
       print(target, head, utf8Length(value) - utf8Length(head));
     },
-    call: function (name, argsJson, kwargsJson) {
+    call: function (id, name, argsJson, kwargsJson) {
       if (argsJson.length + kwargsJson.length > MAX_CROSSING) {
-        return apply(promiseReject, PromiseCtor, [new RangeErrorCtor("arguments of " + name + " are longer than " + MAX_CROSSING + " characters of JSON")]);
+        throw new RangeErrorCtor("arguments of " + name + " are longer than " + MAX_CROSSING + " characters of JSON");
       }
-      const id = startCall(name, argsJson, kwargsJson);
-      if (id === ${REFUSED}) return apply(promiseReject, PromiseCtor, [new ErrorCtor("the run is stopping")]);
-      return new PromiseCtor(function (resolve) { apply(mapSet, pendingCalls, [id, resolve]); });
+      if (startCall(id, name, argsJson, kwargsJson) === ${REFUSED}) throw new ErrorCtor("the run is stopping");
     },
     setTimer: function (delayMs) {
       const id = setTimer(delayMs);
@@ -154,6 +147,7 @@ export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, 
       return id;
     },
     clearTimer: function (id) { clearTimer(id); },
+    now: function () { return now(); },
   };
   function messageOf(error) {
     try { return StringCtor(error && error.message); } catch (e) { return "an error that could not be described"; }
@@ -189,17 +183,16 @@ export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, 
     }
   }
 
-  return function entry(op, a, b, c, d, e) {
+  return function entry(op, a, b, c, d, e, f) {
     switch (op) {
       case ${GuestOp.run}: {
-        // What the previous run left pending is dropped (its host timers are already gone).
-        apply(mapClear, pendingCalls, []);
         try {
-          internals.clearTimers();
+          // What the previous run left pending is dropped (its host timers are already gone).
+          internals.resetRun();
           outputLeft[1] = e;
           outputLeft[2] = e;
           if (c !== "") internals.syncTools(c);
-          const inputError = internals.setInputs(b);
+          const inputError = internals.beginRun(f, b === "{}" ? "" : b);
           if (inputError !== "") return stringify({ kind: "input", message: inputError });
         } catch (error) {
           return stringify({ kind: "input", message: "inputs could not be bound: " + messageOf(error) });
@@ -213,13 +206,9 @@ export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, 
         watch(promise, a);
         return "";
       }
-      case ${GuestOp.settle}: {
-        const resolve = apply(mapGet, pendingCalls, [a]);
-        if (resolve === undefined) return "";
-        apply(mapDelete, pendingCalls, [a]);
-        resolve(b);
+      case ${GuestOp.settle}:
+        internals.settleCall(a, b);
         return "";
-      }
       case ${GuestOp.fire}:
         // A timer callback that throws is reported (answered as a described error), not fatal.
         try {

@@ -120,7 +120,7 @@ export function isolatedVmInfo(disposeGraceMs = DEFAULT_DISPOSE_GRACE_MS): Runti
         note: "V8's stack limit is bytes per thread, the same for every isolate of a process (8 MiB threads: about 87,000 simple frames); past it: STACK_LIMIT",
       },
     },
-    snapshotKinds: [],
+    snapshotKinds: ["journal"],
   };
 }
 

@@ -38,6 +38,7 @@ import {
   OutputCapture,
   RESULT_ISSUE_SEPARATOR,
   RESULT_ISSUES_SEPARATOR,
+  RunClock,
   type RunStatus,
   type RuntimeRunOutcome,
   type RuntimeRunRequest,
@@ -115,9 +116,9 @@ export class ActiveRun {
   readonly #pendingCalls = new Set<number>();
   readonly #events: [op: number, a: number, b: string | number][] = [];
   readonly #onAbort: () => void;
+  readonly #clock: RunClock;
   #cpuUsedMs = 0;
   #nextTimer = 0;
-  #nextCall = 0;
   #stopReason: StopReason | null = null;
   #crashMessage = "";
   #finished: { kind: number; text: string } | null = null;
@@ -139,6 +140,7 @@ export class ActiveRun {
     this.#cpuLimitMs = request.limits.cpu_ms;
     this.#cpuStart = session.isolate.cpuTime;
     this.#onAbort = () => this.stop("cancelled");
+    this.#clock = new RunClock(request.determinism);
     request.signal.addEventListener("abort", this.#onAbort, { once: true });
     if (request.signal.aborted) this.#stopReason = "cancelled";
   }
@@ -177,6 +179,7 @@ export class ActiveRun {
       toolNames,
       `${cell.script}\n//# sourceURL=${cell.filename}`,
       this.#request.limits.max_stdout_bytes,
+      this.#clock.seedText,
     ]);
     if (started.ok && typeof started.value === "string" && started.value !== "") {
       const failure = this.#startFailure(started.value, cell);
@@ -254,20 +257,37 @@ export class ActiveRun {
   print(stream: unknown, text: unknown, droppedBytes: unknown): void {
     if (this.#ended || typeof text !== "string") return;
     const capture = stream === 2 ? this.#stderr : this.#stdout;
-    capture.write(text);
+    const kept = capture.write(text);
     if (typeof droppedBytes === "number") capture.drop(droppedBytes);
+    if (kept !== "" && this.#request.onOutput) {
+      try {
+        this.#request.onOutput(stream === 2 ? "stderr" : "stdout", kept);
+      } catch {
+        // A listener's failure must not reach the guest.
+      }
+    }
   }
 
   /**
-   * `startCall` callback: starts a tool call through the run's {@link ToolBridge}; answers its
-   * id (the reply is delivered later as a slice), or `REFUSED` when the run is stopping or the
-   * arguments are not strings.
+   * `now` callback: the clock guest code reads (see RunClock); answers even once the run is
+   * settling, so encoding a result that reads the clock replays the same.
    */
-  startCall(name: unknown, argsJson: unknown, kwargsJson: unknown): number {
+  now(): number {
+    return this.#clock.now();
+  }
+
+  /**
+   * `startCall` callback: starts tool call `id` (numbered by the prelude) through the run's
+   * {@link ToolBridge}; answers 0 (the reply is delivered later as a slice), or `REFUSED` when
+   * the run is stopping or the arguments are not what the prelude sends.
+   */
+  startCall(id: unknown, name: unknown, argsJson: unknown, kwargsJson: unknown): number {
     if (this.#ended || this.#stopReason) return REFUSED;
     if (typeof name !== "string" || typeof argsJson !== "string" || typeof kwargsJson !== "string")
       return REFUSED;
-    const id = ++this.#nextCall;
+    if (typeof id !== "number" || !Number.isSafeInteger(id) || this.#pendingCalls.has(id)) {
+      return REFUSED;
+    }
     this.#pendingCalls.add(id);
     void this.#request.tools.call(name, argsJson, kwargsJson).then((reply) => {
       if (!this.#pendingCalls.delete(id) || this.#ended) return;
@@ -283,7 +303,7 @@ export class ActiveRun {
       this.#events.push([GuestOp.settle, id, text]);
       this.#wake?.();
     });
-    return id;
+    return 0;
   }
 
   /**
@@ -626,6 +646,7 @@ export class ActiveRun {
       instructions: 0,
       cpuMs: Math.round(this.#cpuUsedMs),
       sessionReset: this.sessionReset,
+      clock: this.#clock.record,
     };
   }
 
