@@ -403,17 +403,22 @@ describe("service routes", () => {
     });
   });
 
-  it("lists both JavaScript backends, QuickJS the default, and runs a session on isolated-vm", async () => {
+  it("lists every backend, QuickJS the JavaScript default, and runs a session on isolated-vm", async () => {
     const listed = (await app.inject({ method: "GET", url: "/v1/runtimes" })).json();
-    expect(listed.runtimes.map((r: { id: string }) => r.id)).toEqual(["quickjs", "isolated-vm"]);
+    expect(listed.runtimes.map((r: { id: string }) => r.id)).toEqual([
+      "quickjs",
+      "isolated-vm",
+      "pyodide",
+    ]);
     expect(listed.runtimes[0].default_for).toEqual(["javascript", "typescript"]);
     expect(listed.runtimes[1]).toMatchObject({
       id: "isolated-vm",
       languages: ["javascript", "typescript"],
       isolation: "child_process",
       default_for: [],
-      snapshotKinds: [],
+      snapshotKinds: ["journal"],
     });
+    expect(listed.runtimes[2].default_for).toEqual(["python"]);
     expect(listed.runtimes[1].engine).toMatch(/^isolated-vm 7\.0\.1 \(V8 /);
     expect(listed.runtimes[1].limits.wall_ms.support).toBe("exact");
 
