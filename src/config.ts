@@ -133,7 +133,12 @@ export function defaultConfig(): ServerConfig {
     allowedSideEffects: [...SIDE_EFFECTS],
     approvalTtlMs: 10 * 60_000,
     defaultRuntimes: {},
-    runtimes: [{ module: resolve(REPOSITORY_ROOT, "runtimes/quickjs/index.ts"), options: {} }],
+    // QuickJS first: it stays the default for javascript and typescript.
+    runtimes: [
+      { module: resolve(REPOSITORY_ROOT, "runtimes/quickjs/index.ts"), options: {} },
+      { module: resolve(REPOSITORY_ROOT, "runtimes/isolated-vm/index.ts"), options: {} },
+      { module: resolve(REPOSITORY_ROOT, "runtimes/pyodide/index.ts"), options: {} },
+    ],
     capabilities: [{ module: resolve(REPOSITORY_ROOT, "capabilities/kv/index.ts"), options: {} }],
     logLevel: "info",
     dataDir: resolve(".data"),

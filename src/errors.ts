@@ -62,6 +62,11 @@ export const ERROR_CODES = {
     scope: "http",
     meaning: "The server is shutting down and takes no new work.",
   },
+  RUNTIME_UNAVAILABLE: {
+    http: 503,
+    scope: "http",
+    meaning: "The backend cannot start sessions on this host now; the message says why.",
+  },
   // Sessions and runs
   INVALID_SESSION_ID: {
     http: 400,

@@ -25,6 +25,8 @@ describe("loadConfig", () => {
     });
     expect(config.runtimes.map((entry) => entry.module)).toEqual([
       expect.stringMatching(/runtimes\/quickjs\/index\.ts$/),
+      expect.stringMatching(/runtimes\/isolated-vm\/index\.ts$/),
+      expect.stringMatching(/runtimes\/pyodide\/index\.ts$/),
     ]);
     expect(config.capabilities.map((entry) => entry.module)).toEqual([
       expect.stringMatching(/capabilities\/kv\/index\.ts$/),

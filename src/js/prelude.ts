@@ -469,6 +469,30 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
     }
   }
 
+  // V8 keeps an error's stack behind an own accessor whose getter is the engine's own (the
+  // same function for every error): that one getter is read, never one guest code defined.
+  const engineStackGetter = (function () {
+    try {
+      const descriptor = getOwnPropertyDescriptor(new Error("probe"), "stack");
+      return descriptor && typeof descriptor.get === "function" ? descriptor.get : undefined;
+    } catch (e) {
+      return undefined;
+    }
+  })();
+  function ownStack(error) {
+    try {
+      const descriptor = getOwnPropertyDescriptor(error, "stack");
+      if (!descriptor) return undefined;
+      if ("value" in descriptor) return descriptor.value;
+      if (engineStackGetter !== undefined && descriptor.get === engineStackGetter) {
+        return apply(engineStackGetter, error, []);
+      }
+      return undefined;
+    } catch (e) {
+      return undefined;
+    }
+  }
+
   function clip(text, max) { return text.length > max ? text.slice(0, max) + "…" : text; }
 
   // Own data properties only, walking prototypes with captured functions: no getter, no
@@ -477,7 +501,7 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
     try {
       if (error !== null && (typeof error === "object" || typeof error === "function")) {
         const message = ownData(error, "message");
-        const stack = ownData(error, "stack");
+        const stack = ownStack(error);
         if (typeof message === "string" || typeof stack === "string") {
           let name = ownData(error, "name");
           let isToolError = false;

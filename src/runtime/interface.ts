@@ -170,4 +170,9 @@ export interface LanguageRuntime {
   pauseClock?(runId: string, paused: boolean): void;
   /** Stops workers and frees every session. */
   close(): Promise<void>;
+  /**
+   * Live figures of the backend (pool sizes, memory per interpreter, …), JSON-serializable;
+   * `GET /v1/runtimes` serves them as `stats`. Optional: backends without any omit it.
+   */
+  stats?(): object;
 }

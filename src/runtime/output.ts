@@ -45,6 +45,22 @@ export class OutputCapture {
     return kept;
   }
 
+  /**
+   * Counts bytes as dropped that never reached this capture: output a backend already cut
+   * where it was produced (e.g. in another process, to keep what crosses small).
+   */
+  countDropped(bytes: number): void {
+    if (Number.isFinite(bytes) && bytes > 0) this.#droppedBytes += bytes;
+  }
+
+  /**
+   * Counts `bytes` as dropped without receiving them: for a backend that stops output past the
+   * cap at its source, so the text never has to be copied out of the engine.
+   */
+  drop(bytes: number): void {
+    if (Number.isFinite(bytes) && bytes > 0) this.#droppedBytes += Math.floor(bytes);
+  }
+
   /** What was kept. */
   get text(): string {
     if (this.#chunks.length > 1) this.#chunks = [this.#chunks.join("")];

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defaultConfig, type ServerConfig } from "../../src/config.ts";
+import { digestJson } from "../../src/index.ts";
 import { createServer, type SandboxServer } from "../../src/server.ts";
 
 const servers: SandboxServer[] = [];
@@ -270,7 +271,7 @@ describe("sessions", () => {
       [{ session_id: "no spaces" }, 400, "invalid_session_id"],
       [{ limits: { memory_mb: 100_000 } }, 400, "limit_exceeds_ceiling"],
       [{ runtime: "gvisor" }, 400, "unknown_runtime"],
-      [{ language: "python" }, 400, "unsupported_language"],
+      [{ language: "python", runtime: "quickjs" }, 400, "unknown_runtime"],
       [{ colour: "red" }, 400, "invalid_request"],
     ];
     for (const [payload, status, code] of cases) {
@@ -323,6 +324,56 @@ describe("sessions", () => {
   });
 });
 
+describe("Python over HTTP", () => {
+  it("runs a Python RunRequest that calls the kv tools with keyword arguments", async () => {
+    const first = await post("/v1/runs", {
+      session_id: "http-py",
+      language: "python",
+      code: 'kv_set("total", sum(items), ttl_s=60)\nprint("stored")\nsum(items) / len(items)',
+      inputs: { items: [1, 2, 3, 4] },
+    });
+    expect(first.statusCode).toBe(200);
+    const body = first.json();
+    expect(body).toMatchObject({ status: "ok", result: 2.5, stdout: "stored\n", error: null });
+    expect(body.external_calls).toHaveLength(1);
+    expect(body.external_calls[0]).toMatchObject({
+      name: "kv_set",
+      status: "ok",
+      side_effect: "write",
+      // Positional and keyword arguments arrive apart, as the tool's args and kwargs.
+      request_digest: digestJson({ name: "kv_set", args: ["total", 10], kwargs: { ttl_s: 60 } }),
+    });
+    const second = await post("/v1/runs", {
+      session_id: "http-py",
+      language: "python",
+      code: 'value = await kv_get("total")\n{"value": value, "items": len(items)}',
+    });
+    expect(second.json()).toMatchObject({ status: "ok", result: { value: 10, items: 4 } });
+    const twice = await post("/v1/runs", {
+      session_id: "http-py",
+      language: "python",
+      code: 'kv_set("t", 1, 60, ttl_s=60)',
+    });
+    expect(twice.json()).toMatchObject({
+      status: "runtime_error",
+      error: { code: "KV_BAD_TTL" },
+      external_calls: [{ name: "kv_set", status: "error" }],
+    });
+  });
+
+  it("lists the Pyodide backend with its pool figures", async () => {
+    const runtimes = (await app.inject({ method: "GET", url: "/v1/runtimes" })).json();
+    const pyodide = runtimes.runtimes.find((r: { id: string }) => r.id === "pyodide");
+    expect(pyodide).toMatchObject({
+      languages: ["python"],
+      isolation: "child_process",
+      default_for: ["python"],
+      stats: { pool: { size: 2 } },
+    });
+    expect(pyodide.stats.containment).toMatch(/^namespaces/);
+  });
+});
+
 describe("service routes", () => {
   it("lists capabilities and runtimes, and answers health", async () => {
     const capabilities = (await app.inject({ method: "GET", url: "/v1/capabilities" })).json()
@@ -348,8 +399,59 @@ describe("service routes", () => {
     expect(runtimes.limits.defaults).toMatchObject({ memory_mb: 64 });
     expect((await app.inject({ method: "GET", url: "/v1/health" })).json()).toMatchObject({
       status: "ok",
-      runtimes: ["quickjs"],
+      runtimes: ["quickjs", "isolated-vm", "pyodide"],
     });
+  });
+
+  it("lists every backend, QuickJS the JavaScript default, and runs a session on isolated-vm", async () => {
+    const listed = (await app.inject({ method: "GET", url: "/v1/runtimes" })).json();
+    expect(listed.runtimes.map((r: { id: string }) => r.id)).toEqual([
+      "quickjs",
+      "isolated-vm",
+      "pyodide",
+    ]);
+    expect(listed.runtimes[0].default_for).toEqual(["javascript", "typescript"]);
+    expect(listed.runtimes[1]).toMatchObject({
+      id: "isolated-vm",
+      languages: ["javascript", "typescript"],
+      isolation: "child_process",
+      default_for: [],
+      snapshotKinds: ["journal"],
+    });
+    expect(listed.runtimes[2].default_for).toEqual(["python"]);
+    expect(listed.runtimes[1].engine).toMatch(/^isolated-vm 7\.0\.1 \(V8 /);
+    expect(listed.runtimes[1].limits.wall_ms.support).toBe("exact");
+
+    const created = await post("/v1/sessions", {
+      session_id: "http-ivm",
+      language: "typescript",
+      runtime: "isolated-vm",
+    });
+    expect(created.statusCode).toBe(201);
+    expect(created.json()).toMatchObject({ id: "http-ivm", runtime: "isolated-vm" });
+    const first = await post("/v1/runs", {
+      session_id: "http-ivm",
+      language: "typescript",
+      code: "const n: number = 20;\nawait kv_set('n', n);\nconsole.log('in V8');\nn + 1",
+    });
+    expect(first.statusCode).toBe(200);
+    expect(first.json()).toMatchObject({
+      status: "ok",
+      result: 21,
+      stdout: "in V8\n",
+      external_calls: [{ name: "kv_set", status: "ok" }],
+    });
+    const second = await post("/v1/runs", {
+      session_id: "http-ivm",
+      language: "typescript",
+      code: "(await kv_get('n')) + n",
+    });
+    expect(second.json()).toMatchObject({ status: "ok", result: 40 });
+    // Without `runtime`, a new session still gets the default backend.
+    await post("/v1/sessions", { session_id: "http-default", language: "javascript" });
+    expect(
+      (await app.inject({ method: "GET", url: "/v1/sessions/http-default" })).json().runtime,
+    ).toBe("quickjs");
   });
 
   it("serves an OpenAPI document built from the same schemas", async () => {

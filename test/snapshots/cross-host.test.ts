@@ -10,12 +10,13 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const CLI = new URL("../../src/cli.ts", import.meta.url).pathname;
+const QUICKJS_MODULE = new URL("../../runtimes/quickjs/index.ts", import.meta.url).pathname;
 const STARTUP_MS = 20_000;
 
 interface Host {
@@ -41,12 +42,23 @@ function startHost(name: string, snapshotKey: string): Promise<Host> {
         !variable.startsWith("SANDBOX_") && variable !== "PORT" && variable !== "HOST",
     ),
   );
+  // JavaScript sessions only: the hosts start no Python interpreter pool they do not need.
+  const dataDir = mkdtempSync(join(tmpdir(), `sandbox-${name}-`));
+  const config = join(dataDir, "config.json");
+  writeFileSync(
+    config,
+    JSON.stringify({
+      runtimes: [{ module: QUICKJS_MODULE, options: { threads: 1 } }],
+      defaultLanguage: "javascript",
+    }),
+  );
   const child = spawn(process.execPath, [CLI, "serve"], {
     env: {
       ...env,
       HOST: "127.0.0.1",
       PORT: "0",
-      SANDBOX_DATA_DIR: mkdtempSync(join(tmpdir(), `sandbox-${name}-`)),
+      SANDBOX_CONFIG: config,
+      SANDBOX_DATA_DIR: dataDir,
       SANDBOX_SNAPSHOT_KEY: snapshotKey,
       SANDBOX_LOG_LEVEL: "silent",
       SANDBOX_HIBERNATE_AFTER_MS: "off",

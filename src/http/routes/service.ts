@@ -53,6 +53,7 @@ export function registerServiceRoutes(app: FastifyInstance, deps: ServiceRouteDe
           default_for: Object.entries(defaults)
             .filter(([, id]) => id === runtime.info.id)
             .map(([language]) => language),
+          ...(runtime.stats ? { stats: runtime.stats() } : {}),
         })),
         limits: manager.limits,
       };
