@@ -100,6 +100,21 @@ export interface ServerConfig {
   hibernateAfterMs: number | null;
   /** RSS of the server process above which idle sessions hibernate; `null` never (default; env `SANDBOX_HIBERNATE_ABOVE_RSS_BYTES`). */
   hibernateAboveRssBytes: number | null;
+  /**
+   * Host directories runner manifests may copy files from (absolute; default none; env
+   * `SANDBOX_RUNNER_ROOTS`, colon-separated; in a file, relative to the file).
+   */
+  runnerRoots: string[];
+  /**
+   * Base URL clients reach this server at, for artifact URLs (default none: URLs are
+   * root-relative paths; env `SANDBOX_PUBLIC_URL`).
+   */
+  publicUrl: string | null;
+  /**
+   * This server's id as a worker runtime (`GET /v1/runtime`; default `sandbox-<hostname>`,
+   * made a valid identifier; env `SANDBOX_RUNTIME_ID`).
+   */
+  runtimeId: string | null;
 }
 
 const REPOSITORY_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -149,6 +164,9 @@ export function defaultConfig(): ServerConfig {
     snapshotTtlMs: 7 * 86_400_000,
     hibernateAfterMs: 5 * 60_000,
     hibernateAboveRssBytes: null,
+    runnerRoots: [],
+    publicUrl: null,
+    runtimeId: null,
   };
 }
 
@@ -218,6 +236,9 @@ export const configFileSchema = {
     snapshotTtlMs: { type: "integer", minimum: 1_000 },
     hibernateAfterMs: { type: ["integer", "null"], minimum: 1_000 },
     hibernateAboveRssBytes: { type: ["integer", "null"], minimum: 1_048_576 },
+    runnerRoots: { type: "array", items: { type: "string", minLength: 1 } },
+    publicUrl: { type: ["string", "null"], pattern: "^https?://" },
+    runtimeId: { type: ["string", "null"], pattern: "^[A-Za-z0-9_:-]{1,120}$" },
   },
 } as const;
 
@@ -270,6 +291,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     Object.assign(config, {
       ...input,
       dataDir: input.dataDir === undefined ? config.dataDir : resolve(base, input.dataDir),
+      runnerRoots: (input.runnerRoots ?? config.runnerRoots).map((root) => resolve(base, root)),
       defaults: { ...config.defaults, ...input.defaults },
       ceilings: { ...config.ceilings, ...input.ceilings },
       runtimes:
@@ -303,6 +325,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     config.allowedSideEffects = listed as SideEffect[];
   }
   if (env.SANDBOX_DATA_DIR) config.dataDir = resolve(env.SANDBOX_DATA_DIR);
+  if (env.SANDBOX_RUNNER_ROOTS !== undefined) {
+    config.runnerRoots = env.SANDBOX_RUNNER_ROOTS.split(":")
+      .filter(Boolean)
+      .map((root) => resolve(root));
+  }
+  if (env.SANDBOX_PUBLIC_URL !== undefined) {
+    const url = env.SANDBOX_PUBLIC_URL.replace(/\/+$/, "");
+    if (url !== "" && !/^https?:\/\/[^/\s]+/.test(url)) {
+      throw new ConfigError(
+        `SANDBOX_PUBLIC_URL must be an http(s) URL, not '${env.SANDBOX_PUBLIC_URL}'.`,
+      );
+    }
+    config.publicUrl = url === "" ? null : url;
+  }
+  if (env.SANDBOX_RUNTIME_ID !== undefined) {
+    if (!/^[A-Za-z0-9_:-]{1,120}$/.test(env.SANDBOX_RUNTIME_ID)) {
+      throw new ConfigError(
+        "SANDBOX_RUNTIME_ID must be 1-120 ASCII letters, digits, '-', '_' or ':' (seed 001's identifiers).",
+      );
+    }
+    config.runtimeId = env.SANDBOX_RUNTIME_ID;
+  }
   if (env.SANDBOX_SNAPSHOT_KEY !== undefined) {
     config.snapshotKey = env.SANDBOX_SNAPSHOT_KEY === "" ? null : env.SANDBOX_SNAPSHOT_KEY;
   }

@@ -431,6 +431,22 @@ export const ERROR_CODES = {
     meaning:
       "The snapshot is larger than the server's maxSnapshotBytes, or its payload inflates past it.",
   },
+  ARTIFACT_NOT_FOUND: {
+    http: 404,
+    scope: "http",
+    meaning: "No artifact has this id (or it expired).",
+  },
+  ARTIFACT_STORE_FULL: {
+    http: 507,
+    scope: "http",
+    meaning: "The artifact store holds its maximum bytes; wait for old artifacts to expire.",
+  },
+  INVALID_DESTINATION: {
+    http: 400,
+    scope: "http",
+    meaning:
+      "A runner destination this provider cannot serve: another provider, a bad config, a mount, or a manifest source outside the configured host roots.",
+  },
   SNAPSHOT_IN_USE: {
     http: 409,
     scope: "http",

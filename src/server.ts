@@ -7,6 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import {
@@ -17,7 +18,12 @@ import {
 } from "./config.ts";
 import { SandboxError } from "./errors.ts";
 import { buildApp } from "./http/app.ts";
+import { defaultRuntimeLabel } from "./http/routes/runtime.ts";
 import { isPlugin, type Plugin, type PluginHost } from "./plugins.ts";
+import { ArtifactStore } from "./runner/artifacts.ts";
+import { ProcessRegistry } from "./runner/process-registry.ts";
+import { SandboxRunnerProvider } from "./runner/sandbox-provider.ts";
+import { boundedIdentifier, runtimeDiagnostic } from "./runner/summary.ts";
 import { RuntimeRegistry } from "./runtime/registry.ts";
 import { SessionManager } from "./session/manager.ts";
 import { FsSnapshotStore } from "./snapshot/store.ts";
@@ -32,6 +38,10 @@ export interface SandboxServer {
   readonly runtimes: RuntimeRegistry;
   readonly tools: ToolRegistry;
   readonly workspaces: WorkspaceRegistry;
+  /** The runner provider (`sandbox`) behind `/v1/runner`. */
+  readonly provider: SandboxRunnerProvider;
+  /** The process registry behind `/v1/processes`. */
+  readonly processes: ProcessRegistry;
   /** Listens on `config.host`/`config.port`; answers the base URL. */
   listen(): Promise<string>;
   /** Stops listening, ends every session and backend. */
@@ -124,7 +134,47 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
       hibernateAboveRssBytes: config.hibernateAboveRssBytes,
     },
   });
+  const processes = new ProcessRegistry();
+  const artifacts = ArtifactStore.filesystem(join(config.dataDir, "artifacts"));
+  const provider = new SandboxRunnerProvider({
+    manager,
+    processes,
+    artifacts,
+    hostRoots: config.runnerRoots,
+    artifactUrl: (id) => `${config.publicUrl ?? ""}/v1/artifacts/${id}`,
+  });
+  sessionEnded.on("destroyed", (sessionId: string) => provider.forget(sessionId));
+  const runtimeId = config.runtimeId ?? boundedIdentifier("sandbox", hostname());
   const app = await buildApp({
+    runner: {
+      provider,
+      processes,
+      artifacts,
+      fileBodyLimitBytes: Math.max(config.bodyLimitBytes, 64 * 1_048_576),
+      runtimeId,
+      label: defaultRuntimeLabel(),
+      maxSessions: config.maxSessions,
+      diagnostics: () => [
+        ...(config.snapshotKey === null
+          ? [
+              runtimeDiagnostic(
+                "runtime.snapshot_key_missing",
+                "warning",
+                "SANDBOX_SNAPSHOT_KEY is not set: snapshots restore only in this process.",
+              ),
+            ]
+          : []),
+        ...(config.runnerRoots.length === 0
+          ? [
+              runtimeDiagnostic(
+                "runtime.runner_roots_missing",
+                "info",
+                "No runner host roots: manifests cannot copy host files (SANDBOX_RUNNER_ROOTS).",
+              ),
+            ]
+          : []),
+      ],
+    },
     manager,
     runtimes,
     tools,
@@ -148,6 +198,8 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     runtimes,
     tools,
     workspaces,
+    provider,
+    processes,
     async listen() {
       const address = await app.listen({ host: config.host, port: config.port });
       return address.replace("[::1]", "localhost");
@@ -155,6 +207,7 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     async close() {
       if (closed) return;
       closed = true;
+      await processes.stopAll("the server is shutting down").catch(() => []);
       await app.close();
       await manager.close();
       await runtimes.close();

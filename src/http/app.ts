@@ -20,7 +20,10 @@ import type { SessionManager } from "../session/manager.ts";
 import type { ToolRegistry } from "../tools/registry.ts";
 import { adminGuard, installAuth } from "./auth.ts";
 import { installErrorHandling } from "./errors.ts";
+import { registerProcessRoutes } from "./routes/processes.ts";
+import { type RunnerRouteDependencies, registerRunnerRoutes } from "./routes/runner.ts";
 import { registerRunRoutes } from "./routes/runs.ts";
+import { type RuntimeSummaryDependencies, registerRuntimeRoute } from "./routes/runtime.ts";
 import { registerHealthRoute, registerServiceRoutes } from "./routes/service.ts";
 import { registerSessionRoutes } from "./routes/sessions.ts";
 import { registerSnapshotRoutes } from "./routes/snapshots.ts";
@@ -28,6 +31,12 @@ import { registerToolRoutes } from "./routes/tools.ts";
 
 /** What the app serves. */
 export interface AppDependencies {
+  /**
+   * Runner sessions, processes and `GET /v1/runtime` (docs/runner.md); absent: those routes
+   * are not served.
+   */
+  runner?: RunnerRouteDependencies &
+    Omit<RuntimeSummaryDependencies, "manager" | "runtimes" | "provider" | "processes">;
   manager: SessionManager;
   runtimes: RuntimeRegistry;
   tools: ToolRegistry;
@@ -112,6 +121,12 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   await registerSnapshotRoutes(app, manager, deps.snapshotBodyLimitBytes ?? 128 * 1_048_576);
   registerToolRoutes(app, { manager, tools, requireAdmin });
   registerServiceRoutes(app, service);
+  if (deps.runner) {
+    const runner = deps.runner;
+    registerRunnerRoutes(app, runner);
+    registerProcessRoutes(app, runner.processes);
+    registerRuntimeRoute(app, { ...runner, manager, runtimes });
+  }
 
   return app;
 }

@@ -92,8 +92,13 @@ export async function executeRun(run: RunState, context: ExecuteContext): Promis
   if (run.validateOnly && run.language === "typescript" && outcome.status === "ok") {
     outcome = await typecheckRun(run, outcome, context.tools, context.stubs);
   } else if (!run.validateOnly && outcome.status !== "validation_error") {
-    rememberCell(run);
-    if (reported) journalRun(run, outcome, gateway, determinism, context.maxJournalBytes);
+    if (!run.ephemeral) {
+      rememberCell(run);
+      if (reported) journalRun(run, outcome, gateway, determinism, context.maxJournalBytes);
+    } else if (reported && outcome.sessionReset) {
+      // Even a run that keeps nothing can lose the session's state: the journal empties with it.
+      journalRun(run, outcome, gateway, determinism, context.maxJournalBytes);
+    }
   }
   const { status, error, diagnostics } = settleOutcome(outcome, gateway);
   let snapshotId: string | null = null;

@@ -28,12 +28,15 @@ export function journalRun(
     // The state this run leaves is empty: the journal starts again.
     session.journal = [];
     session.journalBytes = 0;
-    session.journalGap = session.runtime.info.snapshotKinds.includes("journal")
-      ? null
-      : session.journalGap;
+    session.journalGap = null;
     return;
   }
   if (session.journalGap) return;
+  if (!session.runtime.info.snapshotKinds.includes("journal")) {
+    // An empty journal restores on any backend; one with runs needs a backend that replays.
+    stopJournal(session, `backend '${session.runtime.info.id}' does not replay journals`);
+    return;
+  }
   if (!outcome.clock) {
     stopJournal(
       session,

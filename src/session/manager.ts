@@ -306,6 +306,7 @@ export class SessionManager {
       validateOnly: input.validate_only ?? false,
       returnSnapshot: input.return_snapshot ?? false,
       onOutput: hooks.onOutput,
+      ephemeral: hooks.ephemeral ?? false,
     });
     session.queue.push(run);
     touch(session);

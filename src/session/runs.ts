@@ -34,6 +34,7 @@ export type RunStateInit = Pick<
   | "validateOnly"
   | "returnSnapshot"
   | "onOutput"
+  | "ephemeral"
 >;
 
 /** The runs of a session manager, by id (see the module comment). */

@@ -171,9 +171,8 @@ export class SessionPool {
         ),
         runCount: 0,
         journal: [],
-        journalGap: runtime.info.snapshotKinds.includes("journal")
-          ? null
-          : `backend '${runtime.info.id}' does not replay journals`,
+        // Empty: it restores anywhere until a run that keeps state runs on a backend without journals.
+        journalGap: null,
       });
       this.#sessions.set(id, session);
       return session;

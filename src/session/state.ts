@@ -66,6 +66,8 @@ export interface RunState {
   validateOnly: boolean;
   returnSnapshot: boolean;
   onOutput: RunHooks["onOutput"];
+  /** Not journaled (see RunHooks.ephemeral). */
+  ephemeral: boolean;
   controller: AbortController;
   state: RunInfo["state"];
   createdAt: number;

@@ -155,6 +155,11 @@ export interface RunInfo {
 export interface RunHooks {
   /** Output as the guest prints it (what `max_stdout_bytes` keeps), for live streams. */
   onOutput?: (stream: "stdout" | "stderr", text: string) => void;
+  /**
+   * The run leaves nothing the session's later runs rely on (it runs in a scope of its own, as
+   * runner commands do): it is not journaled, and the session's journal stays as it was.
+   */
+  ephemeral?: boolean;
 }
 
 /** What `POST /v1/runs` takes: a RunRequest where everything but `code` may be left out. */

@@ -228,7 +228,9 @@ export function planRestore(
     header.backend === info.id &&
     header.engine === info.engine;
   if (imageFits) return { runtime, kind: "image" };
-  if (snapshot.payload.journal && info.snapshotKinds.includes("journal")) {
+  const journal = snapshot.payload.journal;
+  // An empty journal needs no replay: any backend of the language restores it.
+  if (journal && (journal.runs.length === 0 || info.snapshotKinds.includes("journal"))) {
     return { runtime, kind: "journal" };
   }
   if (
