@@ -75,15 +75,28 @@ export function exitCodeOf(status: RunStatus, errorCode: string | null): number 
   }
 }
 
-/** Resolves `path` against the workspace directory `cwd`; null when it leaves the workspace. */
+/**
+ * Resolves `path` against the workspace directory `cwd` (both as a program sees them: relative,
+ * or absolute under `/workspace`); answers a workspace path ("" for the root), or null when it
+ * leaves the workspace (`..` above the root, or an absolute path elsewhere).
+ */
 export function workspacePath(cwd: string, path: string): string | null {
-  const absolute = path.startsWith("/workspace/") || path === "/workspace";
-  const joined = absolute
-    ? posix.normalize(path.slice("/workspace".length) || "/")
-    : posix.normalize(posix.join("/", cwd, path));
-  if (!joined.startsWith("/")) return null;
-  const rel = joined.slice(1).replace(/\/$/, "");
-  return rel.split("/").includes("..") ? null : rel;
+  let parts: string[];
+  if (path.startsWith("/")) {
+    if (path !== "/workspace" && !path.startsWith("/workspace/")) return null;
+    parts = path.slice("/workspace".length).split("/");
+  } else {
+    parts = [...cwd.split("/"), ...path.split("/")];
+  }
+  const resolved: string[] = [];
+  for (const part of parts) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (resolved.length === 0) return null;
+      resolved.pop();
+    } else resolved.push(part);
+  }
+  return resolved.join("/");
 }
 
 /**
