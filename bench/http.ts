@@ -5,6 +5,9 @@
  *
  * @module
  */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import autocannon, { type Result } from "autocannon";
 import type { ServerConfig } from "../src/config.ts";
 
@@ -16,6 +19,10 @@ export function benchServerConfig(base: ServerConfig): ServerConfig {
     logLevel: "warn",
     maxSessions: Math.max(base.maxSessions, 1_000),
     maxQueuedRuns: Math.max(base.maxQueuedRuns, 64),
+    // The HTTP figures are QuickJS's: no Python pool or V8 children starting beside them.
+    runtimes: base.runtimes.filter((entry) => entry.module.includes("quickjs")),
+    hibernateAfterMs: null,
+    dataDir: mkdtempSync(join(tmpdir(), "bench-data-")),
   };
 }
 

@@ -36,7 +36,9 @@ import {
 } from "../src/index.ts";
 import { createServer } from "../src/server.ts";
 import { benchServerConfig, type LoadResult, runLoad } from "./http.ts";
+import { benchIsolatedVm } from "./isolated-vm.ts";
 import { measurePeer } from "./peer.ts";
+import { benchPyodide } from "./pyodide.ts";
 import { snapshotBench } from "./snapshots.ts";
 import {
   bytes,
@@ -598,6 +600,15 @@ async function main(): Promise<void> {
   section("7. Snapshots: size, snapshot and restore time (QuickJS, journal)");
   gc();
   out(await snapshotBench());
+
+  if (process.env.BENCH_SKIP_ENGINES !== "1") {
+    section("8. isolated-vm (V8 isolates) against raw isolated-vm and QuickJS");
+    gc();
+    await benchIsolatedVm();
+    section("9. Python: Pyodide sessions against raw loadPyodide and @pydantic/monty");
+    gc();
+    await benchPyodide();
+  }
 
   section("Notes");
   if (anomalies.length === 0) out("every timed run answered status ok, result 2");
