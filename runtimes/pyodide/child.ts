@@ -15,7 +15,8 @@
  * run has not ended `interruptGraceMs` later (a C-level loop, `except KeyboardInterrupt`), it
  * terminates the interpreter thread and reports the session reset.
  *
- * Output is cut at `max_stdout_bytes` here, so a report stays small; the server cuts again.
+ * Output is cut at `max_stdout_bytes` here and sent on as it arrives; the server counts it
+ * again and treats more than the cap as a protocol violation.
  * This module imports only Node built-ins and the backend's own dependency-free modules, so
  * a process starts quickly and holds little.
  *
@@ -124,10 +125,12 @@ worker.on("message", (message: InterpreterMessage) => onInterpreterMessage(messa
 worker.on("error", (error) => interpreterGone(`the interpreter failed: ${error.message}`));
 worker.on("exit", (code) => interpreterGone(`the interpreter thread exited (code ${code})`));
 
-/** Output of one stream, cut at the run's cap on a UTF-8 character boundary. */
+/**
+ * Output of one stream, cut at the run's cap on a UTF-8 character boundary. What it keeps is
+ * sent to the server at once ("output"), so the server streams it while the guest prints.
+ */
 class CappedText {
   readonly #capBytes: number;
-  #text = "";
   #bytes = 0;
   droppedBytes = 0;
 
@@ -135,26 +138,22 @@ class CappedText {
     this.#capBytes = capBytes;
   }
 
-  get text(): string {
-    return this.#text;
-  }
-
-  write(text: string, droppedBytes: number): void {
+  /** Keeps what fits of `text` and counts the rest; answers the part kept. */
+  write(text: string, droppedBytes: number): string {
     this.droppedBytes += droppedBytes;
-    if (text === "") return;
+    if (text === "") return "";
     const room = this.#capBytes - this.#bytes;
     const bytes = Buffer.from(text, "utf8");
     if (bytes.byteLength <= room) {
-      this.#text += text;
       this.#bytes += bytes.byteLength;
-      return;
+      return text;
     }
     let cut = Math.max(0, room);
     // Back up to the start of a character (a UTF-8 continuation byte is 0b10xxxxxx).
     while (cut > 0 && (bytes[cut]! & 0xc0) === 0x80) cut--;
-    this.#text += bytes.toString("utf8", 0, cut);
     this.#bytes += cut;
     this.droppedBytes += bytes.byteLength - cut;
+    return bytes.toString("utf8", 0, cut);
   }
 }
 
@@ -214,13 +213,16 @@ function onInterpreterMessage(message: InterpreterMessage): void {
       send({ kind: "failed", message: String(message.message) });
       closeAndExit(1);
       return;
-    case "output":
+    case "output": {
       if (!run || run.finished) return;
-      (message.stream === 2 ? run.stderr : run.stdout).write(
+      const stream = message.stream === 2 ? 2 : 1;
+      const kept = (stream === 2 ? run.stderr : run.stdout).write(
         String(message.text),
         Math.max(0, Number(message.droppedBytes) || 0),
       );
+      if (kept !== "") send({ kind: "output", stream, text: kept });
       return;
+    }
     case "tool-call":
       onToolCall(message);
       return;
@@ -291,7 +293,10 @@ function startRun(request: ChildRunRequest): void {
       active.mainCpuStartMicros = mainCpu.user + mainCpu.system;
       if (active.stop) {
         // Stopped (cancelled) before it reached the interpreter: nothing ran.
-        void finishRun({ ...engineFailure(""), end: "ok" }, false);
+        void finishRun(
+          { ...engineFailure(""), end: "ok", clock: { values: [], complete: true } },
+          false,
+        );
         return;
       }
       toInterpreter({
@@ -365,6 +370,7 @@ function engineFailure(detail: string): InterpreterResult {
     detail,
     stackOverflow: false,
     memoryBytes: lastMemoryBytes,
+    clock: { values: [], complete: false },
   };
 }
 
@@ -408,8 +414,6 @@ async function finishRun(result: InterpreterResult, reset: boolean): Promise<voi
     error: result.error,
     detail: result.detail,
     stackOverflow: result.stackOverflow,
-    stdout: active.stdout.text,
-    stderr: active.stderr.text,
     stdoutDroppedBytes: active.stdout.droppedBytes,
     stderrDroppedBytes: active.stderr.droppedBytes,
     stop: active.stop,
@@ -417,6 +421,7 @@ async function finishRun(result: InterpreterResult, reset: boolean): Promise<voi
     memoryBytes: lastMemoryBytes,
     cpuMs: Math.round(active.cpuUsedMs),
     reset: discard,
+    clock: result.clock,
   };
   run = null;
   send({ kind: "done", report });

@@ -9,8 +9,9 @@
  * and its protocol), ./containment.ts (namespaces, permission model, environment),
  * ./image.ts (the base image cache), ./frames.ts and ./protocol.ts (the wire), ./child.ts (a
  * child's supervisor thread), ./interpreter.ts and ./interpreter-support.ts (the Pyodide
- * thread), ./prelude.py and ./prelude_results.py (the Python side), ./outcome.ts (report →
- * RunResult fields).
+ * thread), ./pinned.ts (the wall clock and entropy a run reads, pinned for journals),
+ * ./prelude.py and ./prelude_results.py (the Python side), ./outcome.ts (report → RunResult
+ * fields, live output).
  * docs/runtimes.md describes the design; docs/security.md what each layer stops.
  *
  * @module
@@ -67,7 +68,7 @@ export function pyodideInfo(): RuntimeInfo {
         note: "Python frames (sys.setrecursionlimit above the cell's own frame); C-level recursion (deep json, repr) has its own 512 KiB C-stack budget and raises RecursionError",
       },
     },
-    snapshotKinds: [],
+    snapshotKinds: ["journal"],
   };
 }
 

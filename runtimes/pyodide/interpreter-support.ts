@@ -11,9 +11,11 @@ const OUTPUT_FLUSH_BYTES = 8_192;
 const OUTPUT_FLUSH_MS = 20;
 
 /**
- * Output of one stream on its way to the supervisor: batched (8 KiB or 20 ms, and before
- * every blocking wait) so a run killed mid-way loses little; once more than the cap has been
- * sent, only the byte count of the rest crosses.
+ * Output of one stream on its way to the supervisor, and on to the server's live stream:
+ * line-buffered and batched — sent when a line ends and 20 ms have passed since the last
+ * send, at 8 KiB, and before every blocking wait — so a run killed mid-way loses little and
+ * a `print` arrives whole; once more than the cap has been sent, only the byte count of the
+ * rest crosses.
  */
 export class StreamBuffer {
   readonly #stream: 1 | 2;
@@ -47,7 +49,10 @@ export class StreamBuffer {
     }
     this.#pending += text;
     const now = performance.now();
-    if (this.#pending.length >= OUTPUT_FLUSH_BYTES || now - this.#lastFlush >= OUTPUT_FLUSH_MS) {
+    if (
+      this.#pending.length >= OUTPUT_FLUSH_BYTES ||
+      (now - this.#lastFlush >= OUTPUT_FLUSH_MS && this.#pending.endsWith("\n"))
+    ) {
       this.flush();
     }
   }
@@ -74,6 +79,7 @@ export function emptyResult(): InterpreterResult {
     detail: "",
     stackOverflow: false,
     memoryBytes: 0,
+    clock: { values: [], complete: true },
   };
 }
 

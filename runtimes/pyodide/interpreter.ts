@@ -35,6 +35,7 @@ import {
   interruptedError,
   StreamBuffer,
 } from "./interpreter-support.ts";
+import { beginPinnedRun, endPinnedRun, installPinning, pythonRandomSeed } from "./pinned.ts";
 import {
   type ChildOptions,
   CONTROL,
@@ -125,6 +126,9 @@ Object.defineProperty(WebAssembly.Memory.prototype, "grow", {
   configurable: false,
   enumerable: false,
 });
+
+// The wall clock and entropy answer from the run's seed and clock while a run is pinned.
+installPinning();
 
 // Under Node's permission model `process.binding` is refused; Pyodide reads fs constants from it.
 const processWithBinding = process as unknown as { binding: (name: string) => unknown };
@@ -387,12 +391,14 @@ async function execute(run: InterpreterRun): Promise<void> {
   waiting.clear();
   streams[1].reset(run.limits.max_stdout_bytes);
   streams[2].reset(run.limits.max_stdout_bytes);
+  beginPinnedRun(run);
   let result: InterpreterResult;
   try {
     result = await runCell(run);
   } catch (error) {
     result = failure(error);
   }
+  result.clock = endPinnedRun() ?? { values: [], complete: false };
   runActive = false;
   flushOutput();
   result.memoryBytes = activeMemory?.buffer.byteLength ?? 0;
@@ -411,6 +417,7 @@ async function runCell(run: InterpreterRun): Promise<InterpreterResult> {
     toolNames: run.toolNames,
     toolsVersion: run.toolsVersion,
     stackDepth: run.limits.max_stack_depth,
+    randomSeed: pythonRandomSeed(run.seed),
   });
   const started = sandbox.run(request);
   let text: string | null;
@@ -426,6 +433,12 @@ async function runCell(run: InterpreterRun): Promise<InterpreterResult> {
     }
   }
   await settleTasks(sandbox);
+  if (typeof started !== "string") {
+    // One turn of the event loop, inside the run: the promise callbacks awaiting left behind
+    // are released now, not held (as JavaScript objects a session image cannot carry) until
+    // the next run.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
   if (text !== null) return fromPython(text);
   if (strayFailure !== null) return failure(strayFailure);
   return { ...emptyResult(), end: "exception", error: interruptedError() };

@@ -10,24 +10,90 @@ import {
   type ErrorObject,
   errorObject,
   type JsonValue,
+  MAX_RECORDED_CLOCK_READS,
   OutputCapture,
   type RunStatus,
   type RuntimeRunOutcome,
+  type RuntimeRunRequest,
   type SessionLimits,
   span,
+  utf8Length,
 } from "../../src/index.ts";
+import type { ClockRecord } from "./pinned.ts";
 import type { GuestError, RunReport } from "./protocol.ts";
 
 /** Largest result accepted, in characters of JSON text. */
 const MAX_RESULT_CHARS = 16 * 1_048_576;
 
-/** Builds the outcome of a run from its report. */
-export function reportToOutcome(report: RunReport, limits: SessionLimits): RuntimeRunOutcome {
-  const stdout = new OutputCapture(limits.max_stdout_bytes);
-  const stderr = new OutputCapture(limits.max_stdout_bytes);
-  stdout.write(report.stdout);
+/**
+ * A run's stdout and stderr as the server keeps them: what the child sends while the guest
+ * prints ("output" messages), capped at `max_stdout_bytes` and passed on to the run's
+ * `onOutput` as it arrives — the same text the outcome carries at the end.
+ */
+export class RunOutput {
+  readonly stdout: OutputCapture;
+  readonly stderr: OutputCapture;
+  readonly #capBytes: number;
+  readonly #received = { 1: 0, 2: 0 };
+  readonly #onOutput: RuntimeRunRequest["onOutput"];
+
+  constructor(limits: SessionLimits, onOutput?: RuntimeRunRequest["onOutput"]) {
+    this.#capBytes = limits.max_stdout_bytes;
+    this.stdout = new OutputCapture(limits.max_stdout_bytes);
+    this.stderr = new OutputCapture(limits.max_stdout_bytes);
+    this.#onOutput = onOutput;
+  }
+
+  /**
+   * Output the child sent. Answers false when the child sent more than the cap of that
+   * stream (it cuts at the cap itself): a protocol violation.
+   */
+  receive(stream: 1 | 2, text: string): boolean {
+    this.#received[stream] += utf8Length(text);
+    if (this.#received[stream] > this.#capBytes) return false;
+    this.write(stream === 2 ? "stderr" : "stdout", text);
+    return true;
+  }
+
+  /** Appends text (the server's own, e.g. a traceback) and streams what the cap keeps. */
+  write(stream: "stdout" | "stderr", text: string): void {
+    const kept = (stream === "stderr" ? this.stderr : this.stdout).write(text);
+    if (kept === "" || !this.#onOutput) return;
+    try {
+      this.#onOutput(stream, kept);
+    } catch {
+      // A listener's failure must not end the run.
+    }
+  }
+}
+
+/**
+ * The clock record of a run as the outcome reports it: at most `MAX_RECORDED_CLOCK_READS`
+ * values, and incomplete when a replayed run answered other values than it was given.
+ */
+export function clockOutcome(record: ClockRecord, replay: readonly number[] | null): ClockRecord {
+  let complete = record.complete;
+  let values = record.values;
+  if (values.length > MAX_RECORDED_CLOCK_READS) {
+    values = values.slice(0, MAX_RECORDED_CLOCK_READS);
+    complete = false;
+  }
+  if (replay) {
+    const shared = Math.min(values.length, replay.length);
+    for (let i = 0; i < shared; i++) if (values[i] !== replay[i]) complete = false;
+  }
+  return { values, complete };
+}
+
+/** Builds the outcome of a run from its report and the output streamed before it. */
+export function reportToOutcome(
+  report: RunReport,
+  limits: SessionLimits,
+  output: RunOutput,
+  replay: readonly number[] | null,
+): RuntimeRunOutcome {
+  const { stdout, stderr } = output;
   stdout.countDropped(report.stdoutDroppedBytes);
-  stderr.write(report.stderr);
   stderr.countDropped(report.stderrDroppedBytes);
   const extra: Diagnostic[] = [];
   let status: RunStatus;
@@ -47,7 +113,7 @@ export function reportToOutcome(report: RunReport, limits: SessionLimits): Runti
     error = syntaxError(report.error);
   } else if (report.end === "exception") {
     const guest = report.error;
-    stderr.write(guest?.traceback ?? "");
+    output.write("stderr", guest?.traceback ?? "");
     [status, error] = exceptionOutcome(guest, limits);
   } else if (report.stackOverflow) {
     status = "resource_exhausted";
@@ -94,6 +160,7 @@ export function reportToOutcome(report: RunReport, limits: SessionLimits): Runti
     instructions: 0,
     cpuMs: report.cpuMs,
     sessionReset: reset,
+    clock: clockOutcome(report.clock, replay),
   };
 }
 

@@ -38,6 +38,7 @@ _published = {}
 _tools_version = None
 _cell_sources = []
 _unawaited = []
+_random_seeded = False
 
 
 class ToolError(Exception):
@@ -127,7 +128,8 @@ def attach(bridge):
     sys.stdout = _Stream(1, "<stdout>")
     sys.stderr = _Stream(2, "<stderr>")
     time.sleep = _sleep
-    # Every interpreter starts from the same image: give each its own random state.
+    # Every interpreter starts from the same image: give each its own random state (a
+    # session's first run seeds it again, from the run's seed).
     random.seed()
 
 
@@ -312,6 +314,13 @@ def run(request_json):
     if request["validateOnly"]:
         return json.dumps({"end": "ok", "result": None, "issues": []})
     _remember_source(name, source)
+    global _random_seeded
+    if not _random_seeded:
+        # The session's first executed run seeds ``random`` from its seed (derived by the host,
+        # ./pinned.ts); from then on it goes on like any Python program's, so ``random.seed(42)``
+        # in one cell holds for the next, and a journal replays the same numbers.
+        random.seed(int(request["randomSeed"], 16))
+        _random_seeded = True
     _globals.update(json.loads(request["inputsJson"]))
     limit = request["stackDepth"]
     if (cell.body and cell.body.co_flags & _ASYNC_FLAGS) or (cell.last and cell.last.co_flags & _ASYNC_FLAGS):

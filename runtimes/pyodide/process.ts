@@ -15,6 +15,7 @@ import type { Socket } from "node:net";
 import type { RuntimeRunRequest, ToolCallReply } from "../../src/index.ts";
 import type { ChildCommand, Containment } from "./containment.ts";
 import { encodeFrame, FrameDecoder } from "./frames.ts";
+import type { RunOutput } from "./outcome.ts";
 import {
   type ChildMessage,
   type ChildRunRequest,
@@ -54,6 +55,7 @@ export interface RunEnding {
 interface PendingRun {
   resolve(ending: RunEnding): void;
   bridge: RuntimeRunRequest["tools"];
+  output: RunOutput;
   maxToolCalls: number;
   toolCalls: number;
   watchdog: NodeJS.Timeout;
@@ -146,12 +148,14 @@ export class PyodideProcess {
 
   /**
    * Runs one cell. Resolves with the child's report, or with a synthetic one when the child
-   * dies or is killed by the watchdog (`watchdogMs` after the start). Never rejects.
+   * dies or is killed by the watchdog (`watchdogMs` after the start). Never rejects. Output
+   * goes to `output` as the child sends it.
    */
   run(
     request: ChildRunRequest,
     runtimeRequest: RuntimeRunRequest,
     watchdogMs: number,
+    output: RunOutput,
   ): Promise<RunEnding> {
     if (this.#state !== "idle") {
       return Promise.resolve({
@@ -164,6 +168,7 @@ export class PyodideProcess {
       const pending: PendingRun = {
         resolve,
         bridge: runtimeRequest.tools,
+        output,
         maxToolCalls: request.limits.max_external_calls + 1,
         toolCalls: 0,
         watchdog: setTimeout(() => {
@@ -250,6 +255,12 @@ export class PyodideProcess {
         this.#gone({ reason: `failed to start: ${message.message}`, violation: false });
         this.kill();
         return null;
+      case "output":
+        if (this.#state !== "running" || !run) return "unexpected output";
+        if (!run.output.receive(message.stream, message.text)) {
+          return "more output than max_stdout_bytes";
+        }
+        return null;
       case "tool-call":
         if (this.#state !== "running" || !run) return "unexpected tool call";
         run.toolCalls += 1;
@@ -312,8 +323,6 @@ export function lostReport(detail: string): RunReport {
     error: null,
     detail,
     stackOverflow: false,
-    stdout: "",
-    stderr: "",
     stdoutDroppedBytes: 0,
     stderrDroppedBytes: 0,
     stop: null,
@@ -321,5 +330,6 @@ export function lostReport(detail: string): RunReport {
     memoryBytes: 0,
     cpuMs: 0,
     reset: true,
+    clock: { values: [], complete: false },
   };
 }

@@ -17,6 +17,7 @@
  * @module
  */
 import type { SessionLimits, ToolCallReply } from "../../src/index.ts";
+import type { ClockRecord, PinningRequest } from "./pinned.ts";
 
 /** Why the supervisor stopped a run. */
 export type StopReason =
@@ -87,10 +88,10 @@ export interface RunReport {
   detail: string;
   /** Whether Pyodide's failure was a native stack overflow (C-level recursion). */
   stackOverflow: boolean;
-  /** Output, already cut at `max_stdout_bytes` by the child. */
-  stdout: string;
-  stderr: string;
-  /** UTF-8 bytes cut from each stream by the child. */
+  /**
+   * UTF-8 bytes cut from each stream by the child. What it kept came before the report, in
+   * "output" messages.
+   */
   stdoutDroppedBytes: number;
   stderrDroppedBytes: number;
   /** Why the supervisor stopped the run, or null. */
@@ -103,10 +104,12 @@ export interface RunReport {
   cpuMs: number;
   /** The interpreter was discarded: the process cannot run this session any more. */
   reset: boolean;
+  /** Wall-clock values guest code read, in order (./pinned.ts). */
+  clock: ClockRecord;
 }
 
-/** A run as it crosses to the child. */
-export interface ChildRunRequest {
+/** A run as it crosses to the child; its seed and clock pin the run (./pinned.ts). */
+export interface ChildRunRequest extends PinningRequest {
   code: string;
   /** Filename of the cell in tracebacks, e.g. `<cell-3>`. */
   cellName: string;
@@ -138,6 +141,8 @@ export type ParentMessage =
 /** Child → server. */
 export type ChildMessage =
   | { kind: "ready"; info: ReadyInfo }
+  /** Output of the running run the child kept (under `max_stdout_bytes`), as the guest printed it. */
+  | { kind: "output"; stream: 1 | 2; text: string }
   | { kind: "tool-call"; callId: number; name: string; argsJson: string; kwargsJson: string }
   | { kind: "done"; report: RunReport }
   | { kind: "image"; base64: string; info: ReadyInfo }
@@ -188,7 +193,14 @@ export type InterpreterMessage =
 /** What the interpreter thread reports about a run (the supervisor adds output, limits and CPU). */
 export type InterpreterResult = Pick<
   RunReport,
-  "end" | "resultJson" | "resultIssues" | "error" | "detail" | "stackOverflow" | "memoryBytes"
+  | "end"
+  | "resultJson"
+  | "resultIssues"
+  | "error"
+  | "detail"
+  | "stackOverflow"
+  | "memoryBytes"
+  | "clock"
 >;
 
 /** Layout of the shared control words between supervisor and interpreter (Int32 indices). */
@@ -259,6 +271,15 @@ const stringList: Checker = (value, path) => {
   if (!Array.isArray(value)) fail(path, "an array");
   for (const [index, item] of value.entries()) str(item, `${path}[${index}]`);
 };
+const finiteList: Checker = (value, path) => {
+  if (!Array.isArray(value)) fail(path, "an array");
+  for (const [index, item] of value.entries()) {
+    if (typeof item !== "number" || !Number.isFinite(item)) fail(`${path}[${index}]`, "a number");
+  }
+};
+const stream: Checker = (value, path) => {
+  if (value !== 1 && value !== 2) fail(path, "1 or 2");
+};
 
 function shape(fields: Record<string, Checker>): Checker {
   return (value, path) => {
@@ -285,8 +306,6 @@ const runReport = shape({
   error: nullable(guestError),
   detail: str,
   stackOverflow: bool,
-  stdout: str,
-  stderr: str,
   stdoutDroppedBytes: nonNegative,
   stderrDroppedBytes: nonNegative,
   stop: nullable(oneOf(STOP_REASONS)),
@@ -294,10 +313,12 @@ const runReport = shape({
   memoryBytes: nonNegative,
   cpuMs: nonNegative,
   reset: bool,
+  clock: shape({ values: finiteList, complete: bool }),
 });
 
 const CHILD_MESSAGES: Record<ChildMessage["kind"], Checker> = {
   ready: shape({ info: readyInfo }),
+  output: shape({ stream, text: str }),
   "tool-call": shape({ callId: nonNegative, name: str, argsJson: str, kwargsJson: str }),
   done: shape({ report: runReport }),
   image: shape({ base64: str, info: readyInfo }),

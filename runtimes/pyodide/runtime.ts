@@ -16,8 +16,10 @@ import { join } from "node:path";
 import {
   type ErrorObject,
   errorObject,
+  freshSeed,
   type Language,
   type LanguageRuntime,
+  MAX_RECORDED_CLOCK_READS,
   type RuntimeInfo,
   type RuntimeRunOutcome,
   type RuntimeRunRequest,
@@ -27,7 +29,7 @@ import {
 } from "../../src/index.ts";
 import type { ContainmentSetting } from "./containment.ts";
 import type { ImageState } from "./image.ts";
-import { reportToOutcome, resetDiagnostic } from "./outcome.ts";
+import { RunOutput, reportToOutcome, resetDiagnostic } from "./outcome.ts";
 import { InterpreterPool } from "./pool.ts";
 import { PyodideProcess } from "./process.ts";
 import type { ChildRunRequest } from "./protocol.ts";
@@ -320,11 +322,15 @@ export class PyodideRuntime implements LanguageRuntime {
         validateOnly: request.validateOnly,
         toolNames: request.tools.names,
         toolsVersion: request.tools.version,
+        seed: request.determinism?.seed ?? freshSeed(),
+        clock: request.determinism?.clock ?? null,
+        maxClockReads: MAX_RECORDED_CLOCK_READS,
       };
       const watchdogMs =
         request.limits.wall_ms + this.#setupOptions.interruptGraceMs + this.#watchdogGraceMs;
-      const { report, crashed } = await process.run(childRequest, request, watchdogMs);
-      const outcome = reportToOutcome(report, request.limits);
+      const output = new RunOutput(request.limits, request.onOutput);
+      const { report, crashed } = await process.run(childRequest, request, watchdogMs, output);
+      const outcome = reportToOutcome(report, request.limits, output, childRequest.clock);
       if (report.reset || !process.alive) {
         if (entry.process === process) entry.process = null;
         process.kill();

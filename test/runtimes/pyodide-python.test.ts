@@ -12,6 +12,7 @@ import {
   DEFAULT_SESSION_LIMITS,
   digestJson,
   digestJsonText,
+  type RunDeterminism,
   type SessionLimits,
   ToolError,
   ToolGateway,
@@ -64,6 +65,7 @@ async function run(
     limits?: Partial<SessionLimits>;
     inputs?: Record<string, unknown>;
     validateOnly?: boolean;
+    determinism?: RunDeterminism;
   } = {},
 ) {
   const limits = { ...DEFAULT_SESSION_LIMITS, ...options.limits };
@@ -87,6 +89,7 @@ async function run(
     validateOnly: options.validateOnly ?? false,
     tools: gateway,
     signal: controller.signal,
+    ...(options.determinism ? { determinism: options.determinism } : {}),
   });
   gateway.settle();
   return { ...outcome, records: gateway.records, elapsedMs: performance.now() - started };
@@ -281,5 +284,60 @@ describe("Python cells", () => {
     const checked = await run(id, "print(value)", { inputs: { value: 1 }, validateOnly: true });
     expect(checked).toMatchObject({ status: "ok", stdout: "" });
     expect((await run(id, "'value' in globals()")).result).toBe(false);
+  });
+});
+
+describe("Python journals: randomness and the clock", () => {
+  const sources = [
+    "import datetime, os, random, secrets, time, uuid",
+    "open('/tmp/stamp.txt', 'w').write('x')",
+    "[str(datetime.datetime.now()), str(datetime.date.today()), time.ctime(), time.localtime().tm_yday,",
+    " time.time_ns(), os.stat('/tmp/stamp.txt').st_mtime, str(uuid.uuid4()), secrets.token_hex(8),",
+    " os.urandom(4).hex(), random.Random().random(), random.random(), random.SystemRandom().random()]",
+  ].join("\n");
+
+  it("pin the wall clock, uuid4, secrets, os.urandom and unseeded Random() to the run's seed and clock", async () => {
+    const seed: [number, number, number, number] = [7, 7, 7, 7];
+    const live = await run(await session(), sources, { determinism: { seed, clock: null } });
+    expect(live.status).toBe("ok");
+    expect(live.clock?.complete).toBe(true);
+    const replayed = await run(await session(), sources, {
+      determinism: { seed, clock: live.clock!.values },
+    });
+    expect(replayed.result).toEqual(live.result);
+    expect(replayed.clock).toEqual(live.clock);
+    const other = await run(await session(), sources, {
+      determinism: { seed: [7, 7, 7, 8], clock: live.clock!.values },
+    });
+    const [a, b] = [live.result as unknown[], other.result as unknown[]];
+    // Same clock, other seed: the times agree, every random value differs.
+    expect(b.slice(0, 6)).toEqual(a.slice(0, 6));
+    for (let i = 6; i < a.length; i++) expect(b[i]).not.toEqual(a[i]);
+    // A clock given in the past is what the guest sees, to the millisecond.
+    const past = await run(await session(), "import datetime\nstr(datetime.datetime.now())", {
+      determinism: { seed, clock: [1_000_000_000_123] },
+    });
+    expect(past.result).toBe("2001-09-09 01:46:40.123000");
+  });
+
+  it("seed random once per session: random.seed() in one cell holds for the next", async () => {
+    const id = await session();
+    await run(id, "import random\nrandom.seed(42)\nfirst = random.random()");
+    const next = await run(id, "[first, random.random()]");
+    const expected = await run(
+      await session(),
+      "import random\nr = random.Random(42)\n[r.random(), r.random()]",
+    );
+    expect(next.result).toEqual(expected.result);
+  });
+
+  it("leave monotonic clocks real and out of the journal", async () => {
+    const outcome = await run(
+      await session(),
+      "import time\na = time.monotonic()\ntime.sleep(0.05)\n[time.monotonic() - a >= 0.04, time.perf_counter() > 0]",
+      { determinism: { seed: [1, 2, 3, 4], clock: [5_000] } },
+    );
+    expect(outcome.result).toEqual([true, true]);
+    expect(outcome.clock).toEqual({ values: [], complete: true });
   });
 });

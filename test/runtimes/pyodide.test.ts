@@ -10,12 +10,6 @@ runtimeContract({
     await runtime.warmUp(1);
     return runtime;
   },
-  skip: [
-    {
-      reason: "Pyodide sends a run's output when the run ends (live streaming is being added)",
-      cases: ["streams output as the guest prints it, within max_stdout_bytes"],
-    },
-  ],
   killEngineOf: (runtime: LanguageRuntime, sessionId: string) =>
     (runtime as PyodideRuntime).killProcessOf(sessionId),
 });
