@@ -222,6 +222,12 @@ export const ERROR_CODES = {
     meaning:
       "Info: the session's state was discarded after this run (memory exhausted or engine crash).",
   },
+  SESSION_RESTORED: {
+    http: null,
+    scope: "diagnostic",
+    meaning:
+      "Info: the session's engine worker had stopped under another session; its state was rebuilt from its journal before this run, no tool called again.",
+  },
   TYPECHECK_UNAVAILABLE: {
     http: null,
     scope: "diagnostic",

@@ -168,6 +168,12 @@ export interface LanguageRuntime {
    * time paused does not count toward `wall_ms`. Optional: a backend without it keeps counting.
    */
   pauseClock?(runId: string, paused: boolean): void;
+  /**
+   * Whether a session's state was lost since its last run without a run of its own being to
+   * blame (its engine worker died under a neighbour): its next run would start empty. The
+   * session manager then rebuilds it from its journal first. Optional.
+   */
+  sessionLost?(sessionId: SessionId): boolean;
   /** Stops workers and frees every session. */
   close(): Promise<void>;
   /**

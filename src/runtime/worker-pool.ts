@@ -281,6 +281,10 @@ export class WorkerPoolRuntime implements LanguageRuntime {
     }
   }
 
+  sessionLost(sessionId: SessionId): boolean {
+    return this.#sessions.get(sessionId)?.lost ?? false;
+  }
+
   pauseClock(runId: string, paused: boolean): void {
     for (const worker of this.#workers) {
       const run = worker.runs.get(runId);

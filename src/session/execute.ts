@@ -10,11 +10,11 @@
  *
  * @module
  */
-import type { RunResult } from "../contract/types.ts";
+import type { Diagnostic, RunResult } from "../contract/types.ts";
 import { errorObject, isSandboxError } from "../errors.ts";
 import { freshSeed } from "../runtime/determinism.ts";
 import type { RunDeterminism, RuntimeRunOutcome } from "../runtime/interface.ts";
-import type { SealedSnapshot } from "../snapshot/snapshots.ts";
+import { replayJournal, type SealedSnapshot } from "../snapshot/snapshots.ts";
 import type { ApprovalQueue } from "../tools/approvals.ts";
 import { ToolGateway } from "../tools/gateway.ts";
 import type { ToolRegistry } from "../tools/registry.ts";
@@ -35,6 +35,51 @@ export interface ExecuteContext {
   snapshot: (session: SessionState) => Promise<SealedSnapshot>;
 }
 
+/**
+ * When the backend lost the session's state under a neighbour's crash, replays the journal
+ * into it (no tool is called) so the run finds its state; answers a diagnostic saying what
+ * happened, or null when nothing was lost.
+ */
+async function rebuildLostState(
+  session: SessionState,
+  context: ExecuteContext,
+  signal: AbortSignal,
+): Promise<Diagnostic | null> {
+  const runtime = session.runtime;
+  if (!runtime.sessionLost?.(session.meta.id)) return null;
+  if (session.journalGap || session.journal.length === 0) return null;
+  const runs = session.journal.length;
+  try {
+    await replayJournal(
+      runtime,
+      session.meta.id,
+      { runs: session.journal },
+      context.tools.names(),
+      signal,
+    );
+    return {
+      severity: "info",
+      code: "SESSION_RESTORED",
+      message: `The session's engine worker had stopped; its state was rebuilt from its journal (${runs} run${runs === 1 ? "" : "s"}, no tool called again) before this run.`,
+      hint: null,
+      span: null,
+    };
+  } catch (error) {
+    // What the replay left is not the session's state: start over, empty, and say so.
+    session.journal = [];
+    session.journalBytes = 0;
+    await runtime.destroySession(session.meta.id).catch(() => false);
+    await runtime.createSession(session.meta.id, session.meta.limits, session.meta.language);
+    return {
+      severity: "warning",
+      code: "SESSION_RESET",
+      message: `The session's engine worker had stopped and its state could not be rebuilt (${error instanceof Error ? error.message : String(error)}); this run starts from an empty session.`,
+      hint: "Values from earlier runs are gone; recreate them.",
+      span: null,
+    };
+  }
+}
+
 /** Executes a run that has its session to itself and answers its RunResult. */
 export async function executeRun(run: RunState, context: ExecuteContext): Promise<RunResult> {
   const started = performance.now();
@@ -53,6 +98,9 @@ export async function executeRun(run: RunState, context: ExecuteContext): Promis
   });
   run.gateway = gateway;
   const determinism: RunDeterminism = { seed: freshSeed(), clock: null };
+  const rebuilt = run.validateOnly
+    ? null
+    : await rebuildLostState(session, context, run.controller.signal);
   /** Whether the backend ran the code and reported how it ended. */
   let reported = false;
   let outcome: RuntimeRunOutcome;
@@ -101,6 +149,7 @@ export async function executeRun(run: RunState, context: ExecuteContext): Promis
     }
   }
   const { status, error, diagnostics } = settleOutcome(outcome, gateway);
+  if (rebuilt) diagnostics.push(rebuilt);
   let snapshotId: string | null = null;
   if (run.returnSnapshot && !run.validateOnly) {
     try {
