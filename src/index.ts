@@ -30,6 +30,7 @@ export * from "./runtime/determinism.ts";
 export * from "./runtime/engine-host.ts";
 export * from "./runtime/engine-protocol.ts";
 export * from "./runtime/interface.ts";
+export * from "./runtime/outcomes.ts";
 export * from "./runtime/output.ts";
 export * from "./runtime/registry.ts";
 export * from "./runtime/worker-pool.ts";

@@ -36,10 +36,11 @@ import {
   SandboxError,
   type SessionId,
   type SessionLimits,
+  validationOutcome,
 } from "../../src/index.ts";
 import { BOOTSTRAP_FILENAME, GUEST_BOOTSTRAP, REFUSED } from "./guest.ts";
 import { DEFAULT_DISPOSE_GRACE_MS, DEFAULT_STUCK_THREAD_LIMIT_MS } from "./index.ts";
-import { ActiveRun, type RunSession, validationOutcome } from "./run.ts";
+import { ActiveRun, type RunSession } from "./run.ts";
 import { PRELUDE_FILENAME } from "./stack.ts";
 
 /** Smallest `memoryLimit` isolated-vm accepts, in MiB. */

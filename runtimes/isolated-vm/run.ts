@@ -33,6 +33,7 @@ import {
   type CompiledCell,
   type Diagnostic,
   type ErrorObject,
+  errorDiagnostic,
   errorObject,
   type JsonValue,
   OutputCapture,
@@ -42,9 +43,11 @@ import {
   type RunStatus,
   type RuntimeRunOutcome,
   type RuntimeRunRequest,
+  resultNotJsonDiagnostic,
   type SessionId,
   type SessionLimits,
   type ToolBridge,
+  validationOutcome,
 } from "../../src/index.ts";
 import { FinishKind, GuestOp, MAX_CROSSING_CHARS, MAX_PENDING_TIMERS, REFUSED } from "./guest.ts";
 import { compileErrorMessage, compileErrorSpan, firstUserSpan, mapStack } from "./stack.ts";
@@ -510,10 +513,12 @@ export class ActiveRun {
       result = JSON.parse(json) as JsonValue;
     } catch {
       result = json;
-      diagnostics.push(resultDiagnostic(["output the engine could not encode"]));
+      diagnostics.push(resultNotJsonDiagnostic(["output the engine could not encode"]));
     }
     if (separator >= 0) {
-      diagnostics.push(resultDiagnostic(text.slice(separator + 1).split(RESULT_ISSUE_SEPARATOR)));
+      diagnostics.push(
+        resultNotJsonDiagnostic(text.slice(separator + 1).split(RESULT_ISSUE_SEPARATOR)),
+      );
     }
     return this.#outcome("ok", result, null, diagnostics);
   }
@@ -617,7 +622,7 @@ export class ActiveRun {
     extra: Diagnostic[] = [],
   ): Promise<RuntimeRunOutcome> {
     const diagnostics: Diagnostic[] = [];
-    if (error) diagnostics.push(diagnosticOf(error));
+    if (error) diagnostics.push(errorDiagnostic(error));
     diagnostics.push(...extra);
     for (const [capture, stream] of [
       [this.#stdout, "stdout"],
@@ -672,42 +677,6 @@ export class ActiveRun {
     }
     return session.peakBytes;
   }
-}
-
-/** Outcome of a run refused before any guest code ran. */
-export function validationOutcome(error: ErrorObject): RuntimeRunOutcome {
-  return {
-    status: "validation_error",
-    result: null,
-    stdout: "",
-    stderr: "",
-    diagnostics: [diagnosticOf(error)],
-    error,
-    memoryPeakBytes: 0,
-    instructions: 0,
-    cpuMs: 0,
-    sessionReset: false,
-  };
-}
-
-function diagnosticOf(error: ErrorObject): Diagnostic {
-  return {
-    severity: "error",
-    code: error.code,
-    message: error.message,
-    hint: error.hint,
-    span: error.span,
-  };
-}
-
-function resultDiagnostic(issues: string[]): Diagnostic {
-  return {
-    severity: "warning",
-    code: "RESULT_NOT_JSON",
-    message: `The result held what JSON cannot (${issues.join("; ")}); those parts are given as strings or arrays.`,
-    hint: null,
-    span: null,
-  };
 }
 
 function parseDescribed(text: string): DescribedError {

@@ -33,6 +33,8 @@ import {
   SandboxError,
   type SessionId,
   type SessionLimits,
+  sessionResetDiagnostic,
+  validationOutcome,
 } from "../../src/index.ts";
 import {
   type EngineBuild,
@@ -40,14 +42,7 @@ import {
   INITIAL_MEMORY_BYTES,
   instantiateEngine,
 } from "./memory.ts";
-import {
-  ActiveRun,
-  type Internals,
-  type Session,
-  sessionResetDiagnostic,
-  stackBytes,
-  validationOutcome,
-} from "./run.ts";
+import { ActiveRun, type Internals, type Session, stackBytes } from "./run.ts";
 
 export { MAX_STACK_BYTES, STACK_BYTES_PER_FRAME, stackBytes } from "./run.ts";
 

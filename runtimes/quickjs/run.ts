@@ -20,6 +20,7 @@ import {
   type CompiledCell,
   type Diagnostic,
   type ErrorObject,
+  errorDiagnostic,
   errorObject,
   type JsonValue,
   type Language,
@@ -30,10 +31,13 @@ import {
   type RunStatus,
   type RuntimeRunOutcome,
   type RuntimeRunRequest,
+  resultNotJsonDiagnostic,
   runStatusForToolError,
   type SessionId,
   type SessionLimits,
+  sessionResetDiagnostic,
   type ToolCallReply,
+  validationOutcome,
 } from "../../src/index.ts";
 import { type EngineInstance, INITIAL_MEMORY_BYTES } from "./memory.ts";
 import { firstUserSpan, mapStack } from "./stack.ts";
@@ -592,10 +596,12 @@ export class ActiveRun {
       result = JSON.parse(json) as JsonValue;
     } catch {
       result = json;
-      diagnostics.push(resultDiagnostic(["output the engine could not encode"]));
+      diagnostics.push(resultNotJsonDiagnostic(["output the engine could not encode"]));
     }
     if (separator >= 0) {
-      diagnostics.push(resultDiagnostic(text.slice(separator + 1).split(RESULT_ISSUE_SEPARATOR)));
+      diagnostics.push(
+        resultNotJsonDiagnostic(text.slice(separator + 1).split(RESULT_ISSUE_SEPARATOR)),
+      );
     }
     return this.#outcome("ok", result, null, false, diagnostics);
   }
@@ -700,7 +706,7 @@ export class ActiveRun {
     extra: Diagnostic[] = [],
   ): RuntimeRunOutcome {
     const diagnostics: Diagnostic[] = [];
-    if (error) diagnostics.push(diagnosticOf(error));
+    if (error) diagnostics.push(errorDiagnostic(error));
     diagnostics.push(...extra);
     for (const [capture, stream] of [
       [this.#stdout, "stdout"],
@@ -724,58 +730,6 @@ export class ActiveRun {
       clock: this.#clock.record,
     };
   }
-}
-
-/** The info diagnostic of a reset session. */
-export function sessionResetDiagnostic(): Diagnostic {
-  return {
-    severity: "info",
-    code: "SESSION_RESET",
-    message: "The session's state was discarded; its next run starts empty.",
-    hint: null,
-    span: null,
-  };
-}
-
-/** An outcome with only a status. */
-export function emptyOutcome(status: RunStatus): RuntimeRunOutcome {
-  return {
-    status,
-    result: null,
-    stdout: "",
-    stderr: "",
-    diagnostics: [],
-    error: null,
-    memoryPeakBytes: 0,
-    instructions: 0,
-    cpuMs: 0,
-    sessionReset: false,
-  };
-}
-
-/** A `validation_error` outcome. */
-export function validationOutcome(error: ErrorObject): RuntimeRunOutcome {
-  return { ...emptyOutcome("validation_error"), error, diagnostics: [diagnosticOf(error)] };
-}
-
-function diagnosticOf(error: ErrorObject): Diagnostic {
-  return {
-    severity: "error",
-    code: error.code,
-    message: error.message,
-    hint: error.hint,
-    span: error.span,
-  };
-}
-
-function resultDiagnostic(issues: string[]): Diagnostic {
-  return {
-    severity: "warning",
-    code: "RESULT_NOT_JSON",
-    message: `The result held what JSON cannot (${issues.join("; ")}); those parts are given as strings or arrays.`,
-    hint: null,
-    span: null,
-  };
 }
 
 function threadCpuMs(): number {

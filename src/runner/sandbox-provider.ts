@@ -30,11 +30,12 @@ import {
   SANDBOX_PROVIDER_ID,
   SandboxRunnerSession,
 } from "./sandbox-session.ts";
-import type {
-  RemoteRunnerProvider,
-  RunnerCapabilities,
-  RunnerDestination,
-  RunnerSessionState,
+import {
+  DEFAULT_RUNNER_MOUNT_CAPABILITIES,
+  type RemoteRunnerProvider,
+  type RunnerCapabilities,
+  type RunnerDestination,
+  type RunnerSessionState,
 } from "./types.ts";
 
 /** Options of {@link SandboxRunnerProvider}. */
@@ -92,14 +93,8 @@ export class SandboxRunnerProvider implements RemoteRunnerProvider {
       snapshots: true,
       cancellation: true,
       artifact_export: true,
-      mounts: {
-        s3: false,
-        gcs: false,
-        r2: false,
-        azure_blob: false,
-        box_storage: false,
-        provider_native: false,
-      },
+      // No object-store mounts: manifests copy files in from host roots instead.
+      mounts: { ...DEFAULT_RUNNER_MOUNT_CAPABILITIES },
     };
   }
 

@@ -8,23 +8,13 @@
  */
 import type { Diagnostic, ErrorObject, RunResult, RunStatus } from "../contract/types.ts";
 import type { RuntimeRunOutcome } from "../runtime/interface.ts";
+import { errorDiagnostic } from "../runtime/outcomes.ts";
 import type { SnapshotHeader } from "../snapshot/envelope.ts";
 import type { ReadSnapshot, SealedSnapshot } from "../snapshot/snapshots.ts";
 import type { Approval } from "../tools/approvals.ts";
 import type { ToolGateway } from "../tools/gateway.ts";
 import type { RunState } from "./state.ts";
 import type { SnapshotInfo } from "./types.ts";
-
-/** The error diagnostic that repeats a RunResult's error. */
-function errorDiagnostic(error: ErrorObject): Diagnostic {
-  return {
-    severity: "error",
-    code: error.code,
-    message: error.message,
-    hint: error.hint,
-    span: error.span,
-  };
-}
 
 /**
  * The RunResult of a run that did not run: refused (`validation_error`, seed 004) or
