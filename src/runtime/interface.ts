@@ -157,10 +157,16 @@ export interface LanguageRuntime {
    */
   snapshotSession(sessionId: SessionId): Promise<Uint8Array>;
   /**
-   * Restores a session from bytes (seed: `restore_session`); answers its id.
+   * Restores a session from bytes (seed: `restore_session`); answers its id. `limits` are the
+   * session's limits as the restoring server accepted them (within its ceilings); absent,
+   * the backend uses what the bytes say.
    * @throws SandboxError `SNAPSHOT_NOT_SUPPORTED` where the backend cannot.
    */
-  restoreSession(snapshot: Uint8Array, sessionId?: SessionId): Promise<SessionId>;
+  restoreSession(
+    snapshot: Uint8Array,
+    sessionId?: SessionId,
+    limits?: SessionLimits,
+  ): Promise<SessionId>;
   /** Whether `snapshot`'s header says this backend can restore it (seed: `can_restore_snapshot`). */
   canRestoreSnapshot(snapshot: Uint8Array): boolean;
   /**

@@ -79,7 +79,7 @@ export async function materialize(
   const runtime = plan.runtime;
   if (kind === "image") {
     try {
-      await runtime.restoreSession(read.payload.image!.bytes, id);
+      await runtime.restoreSession(read.payload.image!.bytes, id, limits);
     } catch (error) {
       // An image the backend refuses falls back to the journal, when there is one.
       if (!journal || !runtime.info.snapshotKinds.includes("journal")) throw error;
