@@ -27,6 +27,7 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MessageChannel, Worker } from "node:worker_threads";
 import type { ToolCallReply } from "../../src/index.ts";
+import { SupervisorImages } from "./child-image.ts";
 import { encodeFrame, FrameDecoder } from "./frames.ts";
 import type { InterpreterData } from "./interpreter.ts";
 import {
@@ -106,8 +107,8 @@ const worker = new Worker(new URL("./interpreter.ts", import.meta.url), {
 worker.stdout.resume();
 worker.stderr.resume();
 
-const toInterpreter = (message: SupervisorMessage) => {
-  channel.port1.postMessage(message);
+const toInterpreter = (message: SupervisorMessage, transfer: ArrayBuffer[] = []) => {
+  channel.port1.postMessage(message, transfer);
   Atomics.add(controlWords, CONTROL.wake, 1);
   Atomics.notify(controlWords, CONTROL.wake);
 };
@@ -120,6 +121,28 @@ let run: ActiveRun | null = null;
 /** Resident memory the process may hold while no run is active (the last run's backstop). */
 let idleRssLimitBytes = 0;
 let ranSinceIdleSample = false;
+const images = new SupervisorImages({
+  imagePath: options.imagePath ?? "",
+  headroomBytes: options.processMemoryHeadroomMb * 1_048_576,
+  busy: () => !ready || run !== null || !interpreterAlive,
+  send,
+  toInterpreter,
+  killInterpreter,
+  closeAndExit,
+  active: () => {
+    ranSinceIdleSample = true;
+  },
+  restoring: (memoryCapBytes) => {
+    // Loading holds the image twice for a moment: the backstop of a run of this session.
+    idleRssLimitBytes = Math.max(
+      idleRssLimitBytes,
+      idleRssBytes + memoryCapBytes + options.processMemoryHeadroomMb * 1_048_576,
+    );
+  },
+  restored: (wasmBytes) => {
+    lastMemoryBytes = wasmBytes;
+  },
+});
 
 worker.on("message", (message: InterpreterMessage) => onInterpreterMessage(message));
 worker.on("error", (error) => interpreterGone(`the interpreter failed: ${error.message}`));
@@ -187,6 +210,12 @@ function onParentMessage(message: ParentMessage): void {
     case "cancel":
       stopRun("cancelled");
       return;
+    case "snapshot":
+      images.snapshot(message.timeoutMs);
+      return;
+    case "restore":
+      images.restore(message);
+      return;
     default:
       return;
   }
@@ -226,6 +255,12 @@ function onInterpreterMessage(message: InterpreterMessage): void {
     case "tool-call":
       onToolCall(message);
       return;
+    case "session-image":
+    case "session-image-refused":
+    case "restored":
+    case "restore-failed":
+      images.fromInterpreter(message);
+      return;
     case "done":
       if (run && !run.finished) void finishRun(message.result, false);
       return;
@@ -260,7 +295,8 @@ function onToolCall(message: Extract<InterpreterMessage, { kind: "tool-call" }>)
 }
 
 function startRun(request: ChildRunRequest): void {
-  if (!ready || run || !interpreterAlive) return;
+  if (!ready || run || images.working || !interpreterAlive) return;
+  images.served = true;
   const limits = request.limits;
   Atomics.store(interruptWord, 0, 0);
   Atomics.store(controlWords, CONTROL.memoryExhausted, 0);
@@ -442,8 +478,8 @@ function watchIdle(): void {
     const now = process.cpuUsage();
     const usedMs = (now.user + now.system - last.user - last.system) / 1_000;
     last = now;
-    if (run || ranSinceIdleSample) {
-      ranSinceIdleSample = run !== null;
+    if (run || images.working || ranSinceIdleSample) {
+      ranSinceIdleSample = run !== null || images.working;
       return;
     }
     const overCpu = usedMs > IDLE_CPU_MS_PER_S * (IDLE_SAMPLE_MS / 1_000);

@@ -41,8 +41,15 @@ export interface PyodideDistribution {
 
 const requireHere = createRequire(import.meta.url);
 
-/** Locates the `pyodide` package and digests its build. */
+let distribution: PyodideDistribution | null = null;
+
+/** Locates the `pyodide` package and digests its build (once per process). */
 export function pyodideDistribution(): PyodideDistribution {
+  distribution ??= digestDistribution();
+  return distribution;
+}
+
+function digestDistribution(): PyodideDistribution {
   const packageJson = requireHere.resolve("pyodide/package.json");
   const dir = dirname(packageJson);
   const version = (JSON.parse(readFileSync(packageJson, "utf8")) as { version: string }).version;
@@ -66,19 +73,31 @@ export function preludeSource(): string {
   ).join("\n");
 }
 
-/** Path of the image for a distribution, prelude and preload list. */
-export function imagePath(
-  cacheDir: string,
+/**
+ * Key of the base image for a distribution, prelude and preload list (20 hex digits): names
+ * its cache file, and ends the backend's engine string, since session images are deltas
+ * against it (./session-image.ts).
+ */
+export function imageKey(
   distribution: PyodideDistribution,
   preloadModules: readonly string[],
 ): string {
-  const key = createHash("sha256")
+  return createHash("sha256")
     .update(`format ${IMAGE_FORMAT}\n`)
     .update(`pyodide ${distribution.version} ${distribution.digest}\n`)
     .update(`preload ${JSON.stringify(preloadModules)}\n`)
     .update(preludeSource())
     .digest("hex")
     .slice(0, 20);
+}
+
+/** Path of the image for a distribution, prelude and preload list. */
+export function imagePath(
+  cacheDir: string,
+  distribution: PyodideDistribution,
+  preloadModules: readonly string[],
+): string {
+  const key = imageKey(distribution, preloadModules);
   return join(cacheDir, `pyodide-${distribution.version}-${key}.image`);
 }
 

@@ -16,31 +16,31 @@
  *
  * @module
  */
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import type { RuntimeInfo, RuntimePlugin } from "../../src/index.ts";
-import { PyodideRuntime, type PyodideRuntimeOptions } from "./runtime.ts";
+import { imageKey, pyodideDistribution } from "./image.ts";
+import { DEFAULT_PRELOAD_MODULES, type PyodideRuntimeOptions } from "./options.ts";
+import { PyodideRuntime } from "./runtime.ts";
 
 export {
   DEFAULT_PRELOAD_MODULES,
   type PyodidePoolStats,
-  PyodideRuntime,
   type PyodideRuntimeOptions,
-} from "./runtime.ts";
+} from "./options.ts";
+export { PyodideRuntime } from "./runtime.ts";
 
-const requireHere = createRequire(import.meta.url);
-
-/** Describes the backend: exact Pyodide build, limits and how faithfully each is enforced. */
-export function pyodideInfo(): RuntimeInfo {
-  const version = (
-    JSON.parse(readFileSync(requireHere.resolve("pyodide/package.json"), "utf8")) as {
-      version: string;
-    }
-  ).version;
+/**
+ * Describes the backend: exact Pyodide build, limits and how faithfully each is enforced.
+ * The engine string ends with the key of the base image (`preloadModules` and the prelude
+ * are part of it): session images restore only where it is the same.
+ */
+export function pyodideInfo(
+  preloadModules: readonly string[] = DEFAULT_PRELOAD_MODULES,
+): RuntimeInfo {
+  const distribution = pyodideDistribution();
   return {
     id: "pyodide",
     languages: ["python"],
-    engine: `pyodide ${version} (CPython 3.14, WebAssembly; standard library only, offline)`,
+    engine: `pyodide ${distribution.version} (CPython 3.14, WebAssembly; standard library only, offline; base image ${imageKey(distribution, preloadModules)})`,
     isolation: "child_process",
     limits: {
       memory_mb: {
@@ -68,13 +68,13 @@ export function pyodideInfo(): RuntimeInfo {
         note: "Python frames (sys.setrecursionlimit above the cell's own frame); C-level recursion (deep json, repr) has its own 512 KiB C-stack budget and raises RecursionError",
       },
     },
-    snapshotKinds: ["journal"],
+    snapshotKinds: ["journal", "image"],
   };
 }
 
 /** Creates the Pyodide backend. Nothing starts until the first session unless `prestart` is set. */
 export function createPyodideRuntime(options: PyodideRuntimeOptions = {}): PyodideRuntime {
-  return new PyodideRuntime(pyodideInfo(), options);
+  return new PyodideRuntime(pyodideInfo(options.preloadModules), options);
 }
 
 /** The plugin the server loads from configuration (`runtimes: [{"module": ".../pyodide/index.ts"}]`); it prestarts the pool. */

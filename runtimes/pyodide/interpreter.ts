@@ -3,12 +3,13 @@
  * process (./child.ts is the thread that supervises it). Never imported; started by the
  * supervisor.
  *
- * - Before Pyodide loads, the realm is prepared: JSPI is removed (so Python runs on this
- *   thread's large native stack rather than on V8's ~1 MiB stack-switching stacks, where
- *   C-level recursion overflowed before CPython's own check), and the WebAssembly memory's
- *   `grow` is gated at the run's `memory_mb`.
- * - Build mode loads Pyodide cold, runs the prelude (./prelude.py) and posts the memory
- *   snapshot: the base image. Serve mode restores from the image in milliseconds.
+ * - Before Pyodide loads, the realm is prepared (./interpreter-realm.ts): JSPI removed, the
+ *   WebAssembly memory's `grow` gated at the run's `memory_mb`, clock and entropy pinnable.
+ * - Build mode (./interpreter-build.ts) loads Pyodide cold, runs the prelude (./prelude.py)
+ *   and posts the memory snapshot: the base image. Serve mode restores from the image in
+ *   milliseconds; between runs it can make an image of its session, or, in a process that
+ *   has served nothing yet, load one in place of the base image's interpreter
+ *   (./interpreter-image.ts).
  * - Between runs this thread blocks in `Atomics.wait`: timers or tasks the guest left behind
  *   cannot run until the next run, and then under that run's limits.
  * - Tool calls are synchronous (the thread blocks until the reply) or asynchronous (a
@@ -19,7 +20,7 @@
  *
  * @module
  */
-import { constants as fsConstants, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import {
   type MessagePort,
   parentPort,
@@ -27,6 +28,16 @@ import {
   workerData,
 } from "node:worker_threads";
 import type { ToolCallReply } from "../../src/index.ts";
+import { buildBaseImage } from "./interpreter-build.ts";
+import {
+  applyFiles,
+  type EmscriptenFs,
+  type FilesManifest,
+  FsBaseline,
+  imageDeserializer,
+  imageSerializer,
+} from "./interpreter-image.ts";
+import { prepareRealm } from "./interpreter-realm.ts";
 import {
   describe,
   emptyResult,
@@ -35,14 +46,13 @@ import {
   interruptedError,
   StreamBuffer,
 } from "./interpreter-support.ts";
-import { beginPinnedRun, endPinnedRun, installPinning, pythonRandomSeed } from "./pinned.ts";
+import { beginPinnedRun, endPinnedRun, pythonRandomSeed } from "./pinned.ts";
 import {
   type ChildOptions,
   CONTROL,
   type InterpreterMessage,
   type InterpreterResult,
   type InterpreterRun,
-  PRELUDE_MODULES,
   SIGINT,
   type SupervisorMessage,
 } from "./protocol.ts";
@@ -62,7 +72,8 @@ interface Pyodide {
   setInterruptBuffer(buffer: Int32Array): void;
   setStdout(options: { write: (buffer: Uint8Array) => number }): void;
   setStderr(options: { write: (buffer: Uint8Array) => number }): void;
-  makeMemorySnapshot(): Uint8Array;
+  makeMemorySnapshot(options: { serializer: (value: unknown) => unknown }): Uint8Array;
+  FS: EmscriptenFs;
   _module: {
     memory: WebAssembly.Memory;
     _emscripten_stack_get_base(): number;
@@ -82,9 +93,9 @@ interface SandboxModule {
   warm_up(): void;
   run(requestJson: string): string | (PyProxy & PromiseLike<string>);
   settle(): number;
+  restored(): void;
 }
 
-const WASM_PAGE_BYTES = 65_536;
 /** Longest the thread waits for left-over tasks to take their cancellation, in ms. */
 const SETTLE_MS = 50;
 const STOP_REPLY = '{"ok":false,"stop":true}';
@@ -97,44 +108,8 @@ const commands = data.commands;
 const post = (message: InterpreterMessage, transfer: ArrayBuffer[] = []) =>
   port.postMessage(message, transfer);
 
-// ---- The realm, before Pyodide loads -------------------------------------------------------
-
-const wasm = WebAssembly as unknown as Record<string, unknown>;
-delete wasm.Suspending;
-delete wasm.promising;
-
-let gatedMemory: WebAssembly.Memory | null = null;
-let memoryCapBytes = Number.POSITIVE_INFINITY;
-let refusedInARow = 0;
-const realGrow = WebAssembly.Memory.prototype.grow;
-function gatedGrow(this: WebAssembly.Memory, deltaPages: number): number {
-  if (this === gatedMemory) {
-    const next = this.buffer.byteLength + deltaPages * WASM_PAGE_BYTES;
-    if (next > memoryCapBytes) {
-      // Emscripten tries three sizes before an allocation fails.
-      refusedInARow += 1;
-      if (refusedInARow >= 3) memoryExhausted();
-      throw new RangeError("WebAssembly.Memory.grow(): the session's memory_mb is reached");
-    }
-    refusedInARow = 0;
-  }
-  return realGrow.call(this, deltaPages);
-}
-Object.defineProperty(WebAssembly.Memory.prototype, "grow", {
-  value: gatedGrow,
-  writable: false,
-  configurable: false,
-  enumerable: false,
-});
-
-// The wall clock and entropy answer from the run's seed and clock while a run is pinned.
-installPinning();
-
-// Under Node's permission model `process.binding` is refused; Pyodide reads fs constants from it.
-const processWithBinding = process as unknown as { binding: (name: string) => unknown };
-const originalBinding = processWithBinding.binding;
-processWithBinding.binding = (name: string) =>
-  name === "constants" ? { fs: fsConstants, os: {} } : originalBinding.call(process, name);
+// The realm, before Pyodide loads: JSPI removed, memory gated, clock and entropy pinnable.
+const memoryGate = prepareRealm(memoryExhausted);
 
 // ---- Output ---------------------------------------------------------------------------------
 
@@ -270,70 +245,51 @@ const { loadPyodide } = (await import("pyodide")) as unknown as {
 };
 const options = data.options;
 const quiet = { stdout: () => {}, stderr: () => {} };
-const env = { HOME: "/home/pyodide", LANG: "C.UTF-8" };
+/** The interpreter serving now (replaced when a session image is loaded). */
+let activePyodide: Pyodide | null = null;
+/** Its file system when it became ready: what a session image leaves out. */
+let baseline: FsBaseline | null = null;
+
+/** Takes over a loaded interpreter: memory gate, output, interrupts, C-stack budget. */
+function adopt(pyodide: Pyodide): SandboxModule {
+  memoryGate.gate(pyodide._module.memory);
+  pyodide.setStdout(rawWriter(1));
+  pyodide.setStderr(rawWriter(2));
+  pyodide.setInterruptBuffer(interrupt);
+  const m = pyodide._module;
+  // CPython's C-recursion check measures the Emscripten stack; give it a budget small enough
+  // that it trips long before this thread's native stack overflows (docs/limits.md).
+  const base = m._emscripten_stack_get_base();
+  m._PyUnstable_ThreadState_SetStackProtection(
+    m._PyThreadState_Get(),
+    base - options.cStackBytes,
+    options.cStackBytes,
+  );
+  const sandbox = pyodide.pyimport("_sandbox");
+  // Pyodide keeps its options, and with them the image it no longer needs.
+  const api = (pyodide as unknown as { _api?: { config?: Record<string, unknown> } })._api;
+  if (api?.config) delete api.config._loadSnapshot;
+  activePyodide = pyodide;
+  activeSandbox = sandbox;
+  activeMemory = m.memory;
+  return sandbox;
+}
 
 if (options.mode === "build") {
+  await buildBaseImage(loadPyodide, options.preloadModules, post, started);
+} else {
   try {
+    // `_makeSnapshot` makes Pyodide record how Python reached each JavaScript object, so
+    // that this session can be imaged later (./interpreter-image.ts).
     const pyodide = await loadPyodide({
       ...quiet,
-      env,
+      _loadSnapshot: readFileSync(options.imagePath!),
       _makeSnapshot: true,
-      _sysExecutable: "python",
     });
-    // The two prelude modules, as `_sandbox_results` and `_sandbox` (which imports the first).
-    const sources: Record<string, string> = {};
-    for (const [module, file] of PRELUDE_MODULES) {
-      sources[module] = readFileSync(new URL(file, import.meta.url), "utf8");
-    }
-    (pyodide as unknown as { globals: { set(k: string, v: unknown): void } }).globals.set(
-      "__sandbox_sources__",
-      JSON.stringify(sources),
-    );
-    pyodide.runPython(
-      [
-        "import json, sys, types",
-        "for _name, _source in json.loads(__sandbox_sources__).items():",
-        "    _m = types.ModuleType(_name)",
-        "    exec(compile(_source, '<sandbox>', 'exec'), _m.__dict__)",
-        "    sys.modules[_name] = _m",
-        `sys.modules['_sandbox']._prepare_image(${JSON.stringify(options.preloadModules)})`,
-        "del _m, _name, _source, __sandbox_sources__",
-      ].join("\n"),
-    );
-    const image = pyodide.makeMemorySnapshot();
-    const info = {
-      wasmBytes: pyodide._module.memory.buffer.byteLength,
-      loadMs: performance.now() - started,
-    };
-    post({ kind: "image", bytes: image, info }, [image.buffer as ArrayBuffer]);
-  } catch (error) {
-    post({ kind: "failed", message: describe(error) });
-  }
-} else {
-  let pyodide: Pyodide;
-  let sandbox: SandboxModule;
-  try {
-    pyodide = await loadPyodide({ ...quiet, _loadSnapshot: readFileSync(options.imagePath!) });
-    gatedMemory = pyodide._module.memory;
-    Object.preventExtensions(gatedMemory);
-    pyodide.setStdout(rawWriter(1));
-    pyodide.setStderr(rawWriter(2));
-    pyodide.setInterruptBuffer(interrupt);
-    const m = pyodide._module;
-    // CPython's C-recursion check measures the Emscripten stack; give it a budget small enough
-    // that it trips long before this thread's native stack overflows (docs/limits.md).
-    const base = m._emscripten_stack_get_base();
-    m._PyUnstable_ThreadState_SetStackProtection(
-      m._PyThreadState_Get(),
-      base - options.cStackBytes,
-      options.cStackBytes,
-    );
-    sandbox = pyodide.pyimport("_sandbox");
+    const sandbox = adopt(pyodide);
     sandbox.attach(bridge);
     sandbox.warm_up();
-    // Pyodide keeps its options, and with them the 30 MiB image it no longer needs.
-    const api = (pyodide as unknown as { _api?: { config?: Record<string, unknown> } })._api;
-    if (api?.config) delete api.config._loadSnapshot;
+    baseline = new FsBaseline(pyodide.FS);
     (globalThis as { gc?: () => void }).gc?.();
   } catch (error) {
     post({ kind: "failed", message: describe(error) });
@@ -344,14 +300,59 @@ if (options.mode === "build") {
   commands.on("message", (message: SupervisorMessage) => dispatch(message));
   post({
     kind: "ready",
-    info: {
-      wasmBytes: pyodide._module.memory.buffer.byteLength,
-      loadMs: performance.now() - started,
-    },
+    info: { wasmBytes: activeMemory!.buffer.byteLength, loadMs: performance.now() - started },
   });
-  activeSandbox = sandbox;
-  activeMemory = pyodide._module.memory;
   setImmediate(idle);
+}
+
+/** Makes an image of the session, between runs: its memory snapshot and its files. */
+function takeImage(): void {
+  try {
+    const pyodide = activePyodide!;
+    const files = baseline!.diff(pyodide.FS);
+    const snapshot = pyodide.makeMemorySnapshot({ serializer: imageSerializer(bridge) });
+    post(
+      {
+        kind: "session-image",
+        snapshot,
+        filesJson: JSON.stringify(files.manifest),
+        filesBlob: files.blob,
+      },
+      [snapshot.buffer as ArrayBuffer, files.blob.buffer as ArrayBuffer],
+    );
+  } catch (error) {
+    post({ kind: "session-image-refused", reason: describe(error) });
+  }
+}
+
+/**
+ * Replaces this (fresh) process's interpreter by one loaded from a session image: its
+ * memory, the JavaScript objects it held (the bridge), its files. The compiled WebAssembly
+ * is reused, so this takes a fraction of a cold load.
+ */
+async function loadImage(message: Extract<SupervisorMessage, { kind: "restore" }>) {
+  const loadStarted = performance.now();
+  try {
+    const manifest = JSON.parse(message.filesJson) as FilesManifest;
+    const pyodide = await loadPyodide({
+      ...quiet,
+      _loadSnapshot: message.snapshot,
+      _makeSnapshot: true,
+      _snapshotDeserializer: imageDeserializer(bridge),
+    });
+    const sandbox = adopt(pyodide);
+    baseline = new FsBaseline(pyodide.FS);
+    applyFiles(pyodide.FS, manifest, message.filesBlob);
+    sandbox.restored();
+    (globalThis as { gc?: () => void }).gc?.();
+    post({
+      kind: "restored",
+      info: { wasmBytes: activeMemory!.buffer.byteLength, loadMs: performance.now() - loadStarted },
+    });
+  } catch (error) {
+    post({ kind: "restore-failed", message: describe(error) });
+  }
+  idle();
 }
 
 /**
@@ -363,7 +364,7 @@ function onStray(error: unknown): void {
   stopRequested?.();
 }
 
-/** Blocks until the supervisor sends a run; starts it. */
+/** Blocks until the supervisor sends a run (or an image to take or load); starts it. */
 function idle(): void {
   for (;;) {
     const seen = Atomics.load(control, CONTROL.wake);
@@ -374,7 +375,12 @@ function idle(): void {
         void execute(message.run);
         return;
       }
-      dispatch(message);
+      if (message.kind === "restore") {
+        void loadImage(message);
+        return;
+      }
+      if (message.kind === "snapshot") takeImage();
+      else dispatch(message);
       continue;
     }
     Atomics.wait(control, CONTROL.wake, seen);
@@ -385,8 +391,7 @@ async function execute(run: InterpreterRun): Promise<void> {
   runActive = true;
   stopping = false;
   strayFailure = null;
-  refusedInARow = 0;
-  memoryCapBytes = run.memoryCapBytes;
+  memoryGate.startRun(run.memoryCapBytes);
   replies.clear();
   waiting.clear();
   streams[1].reset(run.limits.max_stdout_bytes);

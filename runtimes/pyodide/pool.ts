@@ -113,19 +113,23 @@ export class InterpreterPool {
   }
 
   /**
-   * A ready process: one from the pool, or the next to start.
+   * A ready process: one from the pool, or the next to start. Its replacement starts 50 ms
+   * later, or, with `refill: false`, when the taker calls {@link refill} (a restore, which
+   * should not share the CPU with a starting process).
    * @throws SandboxError `RUNTIME_UNAVAILABLE` when starts keep failing; `SERVICE_CLOSING`.
    */
-  take(): Promise<PyodideProcess> {
+  take(options: { refill?: boolean } = {}): Promise<PyodideProcess> {
     if (this.#closed) return Promise.reject(closing());
     for (;;) {
       const process = this.#ready.shift();
       if (!process) break;
       if (process.alive) {
-        this.#refillTimer ??= setTimeout(() => {
-          this.#refillTimer = null;
-          this.refill();
-        }, REFILL_AFTER_TAKE_MS);
+        if (options.refill !== false) {
+          this.#refillTimer ??= setTimeout(() => {
+            this.#refillTimer = null;
+            this.refill();
+          }, REFILL_AFTER_TAKE_MS);
+        }
         return Promise.resolve(process);
       }
     }

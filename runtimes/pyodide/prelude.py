@@ -133,6 +133,13 @@ def attach(bridge):
     random.seed()
 
 
+def restored():
+    """Runs once this session has been loaded from an image into another interpreter: the
+    tools of the server there are synced afresh at the next run."""
+    global _tools_version
+    _tools_version = None
+
+
 def warm_up():
     """Runs a throwaway cell (result, exception, traceback) in a scratch namespace, so that a
     session's first run finds the interpreter's code paths compiled and warm."""

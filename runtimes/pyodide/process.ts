@@ -2,11 +2,13 @@
  * The server's handle on one contained Pyodide child process: spawns it, speaks the framed
  * protocol with it, and treats everything it sends as hostile input.
  *
- * A child is in one state at a time — starting, idle, running, dead — and may send only what
- * that state expects: "ready" (or "failed") while starting; while running, "tool-call" (at
- * most `max_external_calls` + 1 of them) and one "done". Anything else, a frame that is not
- * JSON, larger than the limit or not of the right shape, is a protocol violation: the
- * process is killed (its whole process group) and its run, if any, ends `ENGINE_CRASHED`.
+ * A child is in one state at a time — starting, idle, running, imaging, dead — and may send
+ * only what that state expects: "ready" (or "failed") while starting; while running,
+ * "output" (at most `max_stdout_bytes` per stream), "tool-call" (at most
+ * `max_external_calls` + 1 of them) and one "done"; while imaging, the one answer to the
+ * image asked for. Anything else, a frame that is not JSON, larger than the limit or not of
+ * the right shape, is a protocol violation: the process is killed (its whole process group)
+ * and its run, if any, ends `ENGINE_CRASHED`.
  *
  * @module
  */
@@ -43,7 +45,29 @@ export interface BuiltImage {
   info: ReadyInfo;
 }
 
-type State = "starting" | "idle" | "running" | "dead";
+type State = "starting" | "idle" | "running" | "imaging" | "dead";
+
+/** A session image the child made (./image-delta.ts); the server only carries its bytes. */
+export interface ChildImage {
+  bytes: Buffer;
+  heapBytes: number;
+  changedPages: number;
+}
+
+/** The child could not make an image of its session now; the message says why. */
+export class ImageRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ImageRefused";
+  }
+}
+
+interface PendingImage {
+  kind: "snapshot" | "restore";
+  resolve(value: ChildImage | ReadyInfo): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout;
+}
 
 /** How a run ended: the child's report, or a synthetic one when the process died under it. */
 export interface RunEnding {
@@ -71,6 +95,9 @@ export class PyodideProcess {
   #state: State = "starting";
   #stderrTail = "";
   #run: PendingRun | null = null;
+  #image: PendingImage | null = null;
+  /** Runs started or images loaded: a process that served anything loads no image. */
+  #served = false;
   #exit: ChildExit | null = null;
   #readyInfo: ReadyInfo | null = null;
   #onReady!: (info: ReadyInfo) => void;
@@ -164,6 +191,7 @@ export class PyodideProcess {
       });
     }
     this.#state = "running";
+    this.#served = true;
     return new Promise<RunEnding>((resolve) => {
       const pending: PendingRun = {
         resolve,
@@ -189,6 +217,63 @@ export class PyodideProcess {
       this.#post({ kind: "run", run: request });
       if (runtimeRequest.signal.aborted) onAbort();
     });
+  }
+
+  /**
+   * Asks for an image of the session between runs. Resolves with the encoded image; rejects
+   * with {@link ImageRefused} (the session is as it was), or an Error when the process died
+   * or did not answer within `timeoutMs` (it is killed; the session's state is gone).
+   */
+  snapshot(timeoutMs: number): Promise<ChildImage> {
+    return this.#imageWork(
+      "snapshot",
+      { kind: "snapshot", timeoutMs },
+      timeoutMs,
+    ) as Promise<ChildImage>;
+  }
+
+  /**
+   * Loads a session image in place of the base image's interpreter, in a process that has
+   * served nothing yet. Resolves when the process serves that session; rejects (and the
+   * process is gone) when the image does not load within `timeoutMs`.
+   */
+  restore(image: Uint8Array, memoryCapBytes: number, timeoutMs: number): Promise<ReadyInfo> {
+    if (this.#served) return Promise.reject(new Error("the process has served a session"));
+    this.#served = true;
+    const message: ParentMessage = {
+      kind: "restore",
+      image: Buffer.from(image.buffer, image.byteOffset, image.byteLength).toString("base64"),
+      memoryCapBytes,
+      timeoutMs,
+    };
+    return this.#imageWork("restore", message, timeoutMs) as Promise<ReadyInfo>;
+  }
+
+  #imageWork(
+    kind: PendingImage["kind"],
+    message: ParentMessage,
+    timeoutMs: number,
+  ): Promise<ChildImage | ReadyInfo> {
+    if (this.#state !== "idle") {
+      return Promise.reject(new Error(`the engine process is ${this.#state}`));
+    }
+    this.#state = "imaging";
+    return new Promise((resolve, reject) => {
+      // The child gives up at `timeoutMs`; this is the backstop when it cannot.
+      const timer = setTimeout(() => {
+        this.kill();
+        reject(new Error(`the engine process did not answer within ${timeoutMs} ms`));
+      }, timeoutMs + 2_000);
+      this.#image = { kind, resolve, reject, timer };
+      this.#post(message);
+    });
+  }
+
+  #imageDone(): PendingImage | null {
+    const image = this.#image;
+    this.#image = null;
+    if (image) clearTimeout(image.timer);
+    return image;
   }
 
   /** Kills the process and everything it started. */
@@ -272,6 +357,40 @@ export class PyodideProcess {
               this.#post({ kind: "tool-reply", callId: message.callId, reply });
           });
         return null;
+      case "session-image":
+      case "session-image-refused": {
+        if (this.#state !== "imaging" || this.#image?.kind !== "snapshot") {
+          return "unexpected session image";
+        }
+        const image = this.#imageDone()!;
+        this.#state = "idle";
+        if (message.kind === "session-image-refused")
+          image.reject(new ImageRefused(message.reason));
+        else {
+          image.resolve({
+            bytes: Buffer.from(message.base64, "base64"),
+            heapBytes: message.heapBytes,
+            changedPages: message.changedPages,
+          });
+        }
+        return null;
+      }
+      case "restored":
+        if (this.#state !== "imaging" || this.#image?.kind !== "restore") {
+          return "unexpected restored";
+        }
+        this.#state = "idle";
+        this.#readyInfo = message.info;
+        this.#imageDone()!.resolve(message.info);
+        return null;
+      case "restore-failed":
+        if (this.#state !== "imaging" || this.#image?.kind !== "restore") {
+          return "unexpected restore failure";
+        }
+        this.#imageDone()!.reject(new Error(message.message));
+        this.#gone({ reason: `failed to load an image: ${message.message}`, violation: false });
+        this.kill();
+        return null;
       case "done":
         if (this.#state !== "running" || !run) return "unexpected report";
         this.#run = null;
@@ -295,6 +414,7 @@ export class PyodideProcess {
     const wasStarting = this.#state === "starting";
     this.#state = "dead";
     if (wasStarting) this.#onStartFailed(new Error(this.#explain(exit)));
+    this.#imageDone()?.reject(new Error(this.#explain(exit)));
     const run = this.#run;
     this.#run = null;
     if (run) {

@@ -132,11 +132,34 @@ export interface ReadyInfo {
   loadMs: number;
 }
 
+/** How a child loads a session image (server → child, "restore"). */
+export interface RestoreRequest {
+  /** The encoded image (./image-delta.ts), base64. */
+  image: string;
+  /** The session's memory_mb, in bytes: a larger image is refused. */
+  memoryCapBytes: number;
+  /** Time the child gets to load it before giving up (and exiting), in ms. */
+  timeoutMs: number;
+}
+
 /** Server → child. */
 export type ParentMessage =
   | { kind: "run"; run: ChildRunRequest }
   | { kind: "tool-reply"; callId: number; reply: ToolCallReply }
-  | { kind: "cancel" };
+  | { kind: "cancel" }
+  /** Make an image of the session (between runs). */
+  | { kind: "snapshot"; timeoutMs: number }
+  /** Load a session image instead of the base image's interpreter (a fresh process only). */
+  | ({ kind: "restore" } & RestoreRequest);
+
+/** What a child answers about a session image it made (./image-delta.ts). */
+export interface SessionImageInfo {
+  /** The encoded image, base64. */
+  base64: string;
+  /** Size of the session's WebAssembly memory, and how many of its 4 KiB pages differ from the base image. */
+  heapBytes: number;
+  changedPages: number;
+}
 
 /** Child → server. */
 export type ChildMessage =
@@ -146,7 +169,14 @@ export type ChildMessage =
   | { kind: "tool-call"; callId: number; name: string; argsJson: string; kwargsJson: string }
   | { kind: "done"; report: RunReport }
   | { kind: "image"; base64: string; info: ReadyInfo }
-  | { kind: "failed"; message: string };
+  | { kind: "failed"; message: string }
+  | ({ kind: "session-image" } & SessionImageInfo)
+  /** No image can be made of this session now; `reason` says why (shown to the user). */
+  | { kind: "session-image-refused"; reason: string }
+  /** The session image is loaded; the process serves that session. */
+  | { kind: "restored"; info: ReadyInfo }
+  /** The session image did not load; the child exits. */
+  | { kind: "restore-failed"; message: string };
 
 /** How the child process starts (its last command-line argument, as JSON). */
 export interface ChildOptions {
@@ -172,7 +202,9 @@ export interface ChildOptions {
 export type SupervisorMessage =
   | { kind: "run"; run: InterpreterRun }
   | { kind: "tool-reply"; callId: number; reply: ToolCallReply }
-  | { kind: "stop" };
+  | { kind: "stop" }
+  | { kind: "snapshot" }
+  | { kind: "restore"; snapshot: Uint8Array; filesJson: string; filesBlob: Uint8Array };
 
 /** A run as the interpreter thread gets it. */
 export interface InterpreterRun extends ChildRunRequest {
@@ -188,7 +220,12 @@ export type InterpreterMessage =
   /** Output to keep, and UTF-8 bytes the interpreter dropped since its last message (past the cap). */
   | { kind: "output"; stream: 1 | 2; text: string; droppedBytes: number }
   | { kind: "tool-call"; callId: number; name: string; argsJson: string; kwargsJson: string }
-  | { kind: "done"; result: InterpreterResult };
+  | { kind: "done"; result: InterpreterResult }
+  /** Pyodide's memory snapshot of the session and its files (./interpreter-image.ts). */
+  | { kind: "session-image"; snapshot: Uint8Array; filesJson: string; filesBlob: Uint8Array }
+  | { kind: "session-image-refused"; reason: string }
+  | { kind: "restored"; info: Omit<ReadyInfo, "rssBytes"> }
+  | { kind: "restore-failed"; message: string };
 
 /** What the interpreter thread reports about a run (the supervisor adds output, limits and CPU). */
 export type InterpreterResult = Pick<
@@ -323,6 +360,10 @@ const CHILD_MESSAGES: Record<ChildMessage["kind"], Checker> = {
   done: shape({ report: runReport }),
   image: shape({ base64: str, info: readyInfo }),
   failed: shape({ message: str }),
+  "session-image": shape({ base64: str, heapBytes: nonNegative, changedPages: nonNegative }),
+  "session-image-refused": shape({ reason: str }),
+  restored: shape({ info: readyInfo }),
+  "restore-failed": shape({ message: str }),
 };
 
 /**

@@ -14,6 +14,7 @@
  */
 import { join } from "node:path";
 import {
+  canRestoreWith,
   type ErrorObject,
   errorObject,
   freshSeed,
@@ -27,107 +28,17 @@ import {
   type SessionId,
   type SessionLimits,
 } from "../../src/index.ts";
-import type { ContainmentSetting } from "./containment.ts";
-import type { ImageState } from "./image.ts";
+import {
+  DEFAULT_PRELOAD_MODULES,
+  type PyodidePoolStats,
+  type PyodideRuntimeOptions,
+} from "./options.ts";
 import { RunOutput, reportToOutcome, resetDiagnostic } from "./outcome.ts";
 import { InterpreterPool } from "./pool.ts";
-import { PyodideProcess } from "./process.ts";
+import { ImageRefused, PyodideProcess } from "./process.ts";
 import type { ChildRunRequest } from "./protocol.ts";
+import { openSessionImage, SESSION_IMAGE_FORMAT, sealSessionImage } from "./session-image.ts";
 import { prepareSetup, REPOSITORY_ROOT, type Setup, type SetupOptions } from "./setup.ts";
-
-/** Modules in the base image unless configured otherwise. */
-export const DEFAULT_PRELOAD_MODULES: readonly string[] = [
-  "asyncio",
-  "base64",
-  "collections",
-  "copy",
-  "csv",
-  "dataclasses",
-  "datetime",
-  "decimal",
-  "enum",
-  "fractions",
-  "functools",
-  "hashlib",
-  "itertools",
-  "json",
-  "math",
-  "random",
-  "re",
-  "statistics",
-  "string",
-  "textwrap",
-  "typing",
-  "urllib.parse",
-  "uuid",
-];
-
-/** Options of {@link PyodideRuntime} (all optional; docs/configuration.md). */
-export interface PyodideRuntimeOptions {
-  /** Ready interpreters kept in the pool (default 2; 0 starts one per session on demand). */
-  poolSize?: number;
-  /** Pool processes starting at once (default 1). */
-  refillConcurrency?: number;
-  /** Least time between two pool starts, in ms (default 0). */
-  refillIntervalMs?: number;
-  /** Start the pool (and build the base image if needed) at creation (default false). */
-  prestart?: boolean;
-  /** Where base images are cached (default `<repository>/.data/pyodide`). */
-  cacheDir?: string;
-  /** Python modules imported into the base image: faster first imports, more memory per interpreter. */
-  preloadModules?: readonly string[];
-  /** `"auto"` (default), `"none"`, or `{ wrapper: [...] }` (./containment.ts). */
-  containment?: ContainmentSetting;
-  /** With `"auto"`, run uncontained where namespaces are unavailable instead of refusing (default false). */
-  allowUncontained?: boolean;
-  /** `uid:gid` a child runs as when the server is root (default `"65534:65534"`; null keeps root). */
-  runAs?: string | null;
-  /** Time a run gets to stop after its interrupt before the interpreter is terminated, in ms (default 200). */
-  interruptGraceMs?: number;
-  /** Time past `wall_ms` + `interruptGraceMs` before the whole process is killed, in ms (default 1000). */
-  watchdogGraceMs?: number;
-  /** Native stack of the interpreter thread, in MiB (default 128). */
-  interpreterStackMb?: number;
-  /** C stack CPython may use before a RecursionError, in KiB (default 512). */
-  cStackKb?: number;
-  /** V8 heap cap of the interpreter thread, in MiB (default 256). */
-  interpreterHeapMb?: number;
-  /** Resident memory a process may use beyond its idle size and memory_mb before it is stopped, in MiB (default 256). */
-  processMemoryHeadroomMb?: number;
-  /**
-   * V8's WebAssembly compilers for the interpreter: `"optimizing"` (default: baseline code
-   * first, hot functions optimized) or `"baseline"` (Liftoff only: about 20 MiB less per
-   * interpreter, Python about 1.9× slower; docs/runtimes.md).
-   */
-  wasmCompiler?: "optimizing" | "baseline";
-}
-
-/** What {@link PyodideRuntime.stats} reports (served by `GET /v1/runtimes`). */
-export interface PyodidePoolStats {
-  /** Configured ready interpreters, and how many are ready and starting now. */
-  pool: {
-    size: number;
-    ready: number;
-    starting: number;
-    refillConcurrency: number;
-    refillIntervalMs: number;
-  };
-  /** Sessions holding a process. */
-  sessions: number;
-  /** Processes started since creation, sessions that had to wait for one, and failed starts. */
-  started: number;
-  coldStarts: number;
-  failedStarts: number;
-  lastStartError: string | null;
-  /** Median spawn-to-ready time of recent starts, in ms. */
-  startMsP50: number | null;
-  /** Memory of one ready interpreter: resident and proportional set size of its process (Linux), and its WebAssembly memory. */
-  idleInterpreter: { rssBytes: number | null; pssBytes: number | null; wasmBytes: number | null };
-  /** The base image, once known. */
-  image: ImageState | null;
-  /** How processes are contained. */
-  containment: string | null;
-}
 
 interface SessionEntry {
   readonly id: SessionId;
@@ -149,6 +60,7 @@ export class PyodideRuntime implements LanguageRuntime {
   readonly #poolSize: number;
   readonly #refill: { concurrency: number; intervalMs: number };
   readonly #watchdogGraceMs: number;
+  readonly #imageTimeoutMs: number;
   readonly #sessions = new Map<SessionId, SessionEntry>();
   readonly #pool: InterpreterPool;
   #setup: Promise<Setup> | null = null;
@@ -179,6 +91,7 @@ export class PyodideRuntime implements LanguageRuntime {
       intervalMs: Math.max(0, options.refillIntervalMs ?? 0),
     };
     this.#watchdogGraceMs = options.watchdogGraceMs ?? 1_000;
+    this.#imageTimeoutMs = options.imageTimeoutMs ?? 30_000;
     this.#pool = new InterpreterPool(
       {
         size: this.#poolSize,
@@ -360,19 +273,127 @@ export class PyodideRuntime implements LanguageRuntime {
     return [...this.#sessions.keys()];
   }
 
-  /** @throws SandboxError `SNAPSHOT_NOT_SUPPORTED` (not built yet for Python sessions). */
-  async snapshotSession(_sessionId: SessionId): Promise<Uint8Array> {
-    throw new SandboxError("SNAPSHOT_NOT_SUPPORTED", "Pyodide sessions cannot be snapshotted yet.");
+  /**
+   * An image of a session that is not running (./session-image.ts): its interpreter's memory
+   * as a delta against the base image, and its files, made and encoded by its own process.
+   * @throws SandboxError `SESSION_NOT_FOUND`, `SESSION_BUSY`; `SNAPSHOT_NOT_SUPPORTED` when no
+   *   image can be made now (the session holds JavaScript objects or open files, or its
+   *   process is gone) — the session is unchanged, except when its process died making the
+   *   image: its next run then starts empty, as after any crash.
+   */
+  async snapshotSession(sessionId: SessionId): Promise<Uint8Array> {
+    const entry = this.#sessions.get(sessionId);
+    if (!entry) throw new SandboxError("SESSION_NOT_FOUND", `No session '${sessionId}'.`);
+    if (entry.busy) throw new SandboxError("SESSION_BUSY", `Session '${sessionId}' is running.`);
+    const process = entry.process;
+    if (!process?.alive || !this.#setupState) {
+      throw new SandboxError(
+        "SNAPSHOT_NOT_SUPPORTED",
+        `Session '${sessionId}' has no interpreter to image (its process ended; its next run starts empty).`,
+      );
+    }
+    entry.busy = true;
+    try {
+      const image = await process.snapshot(this.#imageTimeoutMs);
+      return sealSessionImage(
+        {
+          format: SESSION_IMAGE_FORMAT,
+          session_id: sessionId,
+          base: this.#setupState.imageKey,
+          limits: entry.limits,
+          heap_bytes: image.heapBytes,
+          changed_pages: image.changedPages,
+          cells: entry.cells,
+        },
+        image.bytes,
+      );
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new SandboxError(
+        "SNAPSHOT_NOT_SUPPORTED",
+        error instanceof ImageRefused
+          ? `No image of session '${sessionId}' can be made now: ${reason}.`
+          : `The process of session '${sessionId}' failed while making its image (${reason}); its next run starts empty.`,
+      );
+    } finally {
+      entry.busy = false;
+    }
   }
 
-  /** @throws SandboxError `SNAPSHOT_NOT_SUPPORTED` (not built yet for Python sessions). */
-  async restoreSession(_snapshot: Uint8Array, _sessionId?: SessionId): Promise<SessionId> {
-    throw new SandboxError("SNAPSHOT_NOT_SUPPORTED", "Pyodide sessions cannot be restored yet.");
+  /**
+   * Restores a session from an image made by {@link snapshotSession} on a server with the same
+   * base image: a ready process from the pool loads it in place of its own interpreter, under
+   * the same containment, and serves the session from then on, under `limits` (default: the
+   * limits the image was taken under).
+   * @throws SandboxError `SNAPSHOT_INVALID` (unreadable, or it did not load),
+   *   `SNAPSHOT_BUILD_MISMATCH` (another base image), `SESSION_EXISTS`,
+   *   `LIMIT_EXCEEDS_CEILING`, `RUNTIME_UNAVAILABLE`, `SERVICE_CLOSING`.
+   */
+  async restoreSession(
+    snapshot: Uint8Array,
+    sessionId?: SessionId,
+    limits?: SessionLimits,
+  ): Promise<SessionId> {
+    const { header, image } = openSessionImage(snapshot);
+    const id = sessionId ?? header.session_id;
+    const sessionLimits = limits ?? header.limits;
+    if (this.#sessions.has(id)) {
+      throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists.`);
+    }
+    const entry: SessionEntry = {
+      id,
+      limits: sessionLimits,
+      process: null,
+      lost: false,
+      cells: header.cells,
+      busy: true,
+    };
+    this.#sessions.set(id, entry);
+    try {
+      const setup = await this.#prepare();
+      if (header.base !== setup.imageKey) {
+        throw new SandboxError(
+          "SNAPSHOT_BUILD_MISMATCH",
+          `The image is a delta against base image ${header.base}; this server's is ${setup.imageKey}.`,
+        );
+      }
+      const memoryCapBytes = sessionLimits.memory_mb * 1_048_576;
+      if (header.heap_bytes > memoryCapBytes) {
+        throw new SandboxError("SNAPSHOT_INVALID", "The image's memory is larger than memory_mb.");
+      }
+      this.#checkMemory(sessionLimits);
+      const process = await this.#pool.take({ refill: false });
+      try {
+        await process.restore(image, memoryCapBytes, this.#imageTimeoutMs);
+      } catch (error) {
+        process.kill();
+        throw new SandboxError(
+          "SNAPSHOT_INVALID",
+          `The snapshot's Pyodide image did not load: ${(error as Error).message}`,
+        );
+      } finally {
+        this.#pool.refill();
+      }
+      if (this.#sessions.get(id) !== entry) {
+        process.kill();
+        throw new SandboxError(
+          "SESSION_NOT_FOUND",
+          `Session '${id}' was destroyed while restoring.`,
+        );
+      }
+      this.#assign(entry, process);
+      return id;
+    } catch (error) {
+      if (this.#sessions.get(id) === entry) this.#sessions.delete(id);
+      throw error;
+    } finally {
+      entry.busy = false;
+    }
   }
 
-  /** Always false: no Python snapshots yet. */
-  canRestoreSnapshot(_snapshot: Uint8Array): boolean {
-    return false;
+  /** Whether the snapshot's header says this backend can restore it (journal, or an image of this build). */
+  canRestoreSnapshot(snapshot: Uint8Array): boolean {
+    return canRestoreWith(this.info, snapshot);
   }
 
   /** Kills every process (pool, sessions, an image build in progress); later calls fail `SERVICE_CLOSING`. */

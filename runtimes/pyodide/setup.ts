@@ -20,6 +20,7 @@ import {
   ensureDirectory,
   ensureImage,
   type ImageState,
+  imageKey,
   imagePath,
   type PyodideDistribution,
   pyodideDistribution,
@@ -53,6 +54,8 @@ export interface SetupOptions {
 export interface Setup {
   containment: Containment;
   image: ImageState;
+  /** Key of the base image (./image.ts `imageKey`): what session images are deltas against. */
+  imageKey: string;
   /** How to start a child that serves a session. */
   serve: ChildCommand;
   /** Size of an idle interpreter's WebAssembly memory, when the image was built here. */
@@ -121,6 +124,7 @@ export async function prepareSetup(options: SetupOptions, hooks: SetupHooks): Pr
   return {
     containment,
     image,
+    imageKey: imageKey(distribution, options.preloadModules),
     serve: childCommand(options, distribution, "serve", path),
     builtWasmBytes,
   };
