@@ -382,6 +382,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
       throw new ConfigError(`${name} must be a non-negative integer, not '${raw}'.`);
     (config as unknown as Record<string, number>)[key] = value;
   }
+  if (config.snapshotTtlMs < config.sessionIdleTtlMs) {
+    throw new ConfigError(
+      `snapshotTtlMs (${config.snapshotTtlMs}) must be at least sessionIdleTtlMs (${config.sessionIdleTtlMs}): the store must not collect a hibernated session's snapshot before the session expires.`,
+    );
+  }
   return config;
 }
 

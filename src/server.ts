@@ -144,6 +144,9 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     artifactUrl: (id) => `${config.publicUrl ?? ""}/v1/artifacts/${id}`,
   });
   sessionEnded.on("destroyed", (sessionId: string) => provider.forget(sessionId));
+  // Artifacts expire with their TTL; the store collects them hourly.
+  const artifactGc = setInterval(() => void artifacts.gc().catch(() => 0), 3_600_000);
+  artifactGc.unref();
   const runtimeId = config.runtimeId ?? boundedIdentifier("sandbox", hostname());
   const app = await buildApp({
     runner: {
@@ -207,6 +210,7 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     async close() {
       if (closed) return;
       closed = true;
+      clearInterval(artifactGc);
       await processes.stopAll("the server is shutting down").catch(() => []);
       await app.close();
       await manager.close();

@@ -89,6 +89,9 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS: "yes" })).toThrow(
       /SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS/,
     );
+    expect(() =>
+      loadConfig({ SANDBOX_SNAPSHOT_TTL_MS: "60000", SANDBOX_SESSION_TTL_MS: "120000" }),
+    ).toThrow(/snapshotTtlMs/);
   });
 
   it("refuses a bad file or variable, naming it", () => {

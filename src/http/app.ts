@@ -118,7 +118,10 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   registerHealthRoute(app, service);
   registerRunRoutes(app, manager);
   registerSessionRoutes(app, manager);
-  await registerSnapshotRoutes(app, manager, deps.snapshotBodyLimitBytes ?? 128 * 1_048_576);
+  // Room for a snapshot of the largest size as base64 in JSON; past maxSnapshotBytes itself
+  // the restore answers snapshot_too_large, past this limit the body is payload_too_large.
+  const snapshotLimit = deps.snapshotBodyLimitBytes ?? 128 * 1_048_576;
+  await registerSnapshotRoutes(app, manager, Math.ceil((snapshotLimit * 4) / 3) + 1_048_576);
   registerToolRoutes(app, { manager, tools, requireAdmin });
   registerServiceRoutes(app, service);
   if (deps.runner) {

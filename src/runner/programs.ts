@@ -254,7 +254,8 @@ export function programResult(value: unknown): ProgramResult | null {
   if (!Array.isArray(deleted)) return null;
   for (const data of Object.values(changed)) if (typeof data !== "string") return null;
   return {
-    exit,
+    // As a process's status: the low 8 bits of an integer; anything else is a failure.
+    exit: Number.isInteger(exit) ? exit & 0xff : 1,
     changed: changed as Record<string, string>,
     deleted: deleted.filter((path): path is string => typeof path === "string"),
   };

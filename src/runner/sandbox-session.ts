@@ -12,8 +12,9 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Language, RunResult, SessionLimits } from "../contract/types.ts";
-import { SandboxError } from "../errors.ts";
+import { errorObject, SandboxError } from "../errors.ts";
 import type { SessionManager } from "../session/manager.ts";
+import { refusal } from "../session/results.ts";
 import type { Workspace } from "../workspace.ts";
 import type { ArtifactStore } from "./artifacts.ts";
 import {
@@ -76,8 +77,8 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
   readonly #context: RunnerContext;
   readonly settings: RunnerSessionSettings;
   #snapshot: RunnerSnapshotRef | null;
-  /** Runs of commands in progress, by command id. */
-  readonly #running = new Map<string, string>();
+  /** Commands in progress, by command id. */
+  readonly #commands = new Map<string, ActiveCommand>();
   #closed = false;
 
   constructor(
@@ -113,6 +114,15 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
     return this.#context.manager.workspaces.get(this.settings.sessionId);
   }
 
+  /**
+   * Marks the session used (waking it if it hibernated), so that it neither hibernates nor
+   * expires while the runner works on it, and its workspace is its own.
+   */
+  async #use(): Promise<void> {
+    this.#assertOpen();
+    await this.#context.manager.useSession(this.settings.sessionId);
+  }
+
   #assertOpen(): void {
     if (this.#closed)
       throw new SandboxError("SESSION_NOT_FOUND", `Runner session '${this.id}' is closed.`);
@@ -127,6 +137,14 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
     this.#assertOpen();
     const processes = this.#context.processes;
     const commandId = request.command_id;
+    let finished!: () => void;
+    const active: ActiveCommand = {
+      controller: new AbortController(),
+      runId: null,
+      done: new Promise<void>((resolve) => {
+        finished = resolve;
+      }),
+    };
     processes.register(
       createProcessDescriptor({
         processId: commandId,
@@ -135,8 +153,14 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
         runnerDestinationId: this.settings.destinationId,
         runnerSessionId: this.settings.sessionId,
       }),
-      { stop: async () => void (await this.cancelCommand(commandId)) },
+      {
+        // The process is stopped once the command really ended (it may be between runs).
+        stop: async () => {
+          if (await this.cancelCommand(commandId)) await active.done;
+        },
+      },
     );
+    this.#commands.set(commandId, active);
     let stdout = "";
     let stderr = "";
     const emit = (stream: "stdout" | "stderr", text: string) => {
@@ -146,6 +170,7 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
       processes.appendText(commandId, stream, text);
     };
     try {
+      await this.#use();
       const plan = planCommand(request, this.settings.language, (path) =>
         decoder.decode(this.#workspace.read(path)),
       );
@@ -155,9 +180,10 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
         emit("stderr", (plan as CommandRefusal).stderr);
         exitCode = (plan as CommandRefusal).exitCode;
       } else {
-        const outcome = await this.#execute(commandId, plan, emit);
+        const outcome = await this.#execute(active, plan, emit);
         exitCode = outcome.exitCode;
-        cancelled = outcome.cancelled;
+        cancelled = outcome.cancelled || active.controller.signal.aborted;
+        if (cancelled) exitCode = 130;
       }
       if (cancelled) processes.markStopped(commandId, "cancelled");
       else if (exitCode === null)
@@ -167,11 +193,14 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
     } catch (error) {
       processes.markFailed(commandId, error instanceof Error ? error.message : String(error));
       throw error;
+    } finally {
+      this.#commands.delete(commandId);
+      finished();
     }
   }
 
   async #execute(
-    commandId: string,
+    active: ActiveCommand,
     plan: CommandPlan,
     emit: (stream: "stdout" | "stderr", text: string) => void,
   ): Promise<{ exitCode: number | null; cancelled: boolean }> {
@@ -196,7 +225,7 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
     let driver: RunResult;
     if (plan.language === "python") {
       program = await this.#run(
-        commandId,
+        active,
         {
           session_id: this.id,
           language: "python",
@@ -210,16 +239,20 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
       // A fresh session per program: nothing of an earlier command is in scope.
       const scratch = `cmd-${randomUUID()}`;
       const manager = this.#context.manager;
+      const { allowed_side_effects } = await manager.useSession(this.id);
+      if (active.controller.signal.aborted) return { exitCode: 130, cancelled: true };
       await manager.createSession({
         session_id: scratch,
         language: plan.language,
         runtime: this.settings.runtime,
         limits: this.settings.limits,
+        // The program may do what the runner session may, no more.
+        allowed_side_effects,
       });
       manager.workspaces.set(scratch, workspace);
       try {
         const prologue = await this.#run(
-          commandId,
+          active,
           { session_id: scratch, code: JS_PROLOGUE, inputs: { [RUNNER_INPUT]: spec } },
           emit,
         );
@@ -230,7 +263,7 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
           };
         }
         program = await this.#run(
-          commandId,
+          active,
           { session_id: scratch, language: plan.language, code: plan.source },
           emit,
           (run) => isProcessExit(run),
@@ -239,7 +272,14 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
           const value = program.result;
           emit("stdout", `${typeof value === "string" ? value : JSON.stringify(value)}\n`);
         }
-        driver = await this.#run(commandId, { session_id: scratch, code: JS_EPILOGUE }, emit);
+        // The epilogue runs even after a cancel: what the program wrote so far is kept.
+        driver = await this.#run(
+          active,
+          { session_id: scratch, code: JS_EPILOGUE },
+          emit,
+          () => false,
+          true,
+        );
       } finally {
         await manager.destroySession(scratch).catch(() => {});
       }
@@ -269,17 +309,25 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
   /**
    * One run of a command, not journaled. Output streams through `emit` as it is printed; what
    * the backend added to stdout/stderr at the end (an uncaught error's report) follows, unless
-   * `quiet` says the run's failure is how the program ended (`process.exit`).
+   * `quiet` says the run's failure is how the program ended (`process.exit`). A cancelled
+   * command starts no more runs (but `evenIfCancelled` ones, which collect its files).
    */
   async #run(
-    commandId: string,
+    active: ActiveCommand,
     input: Parameters<SessionManager["submit"]>[0],
     emit: (stream: "stdout" | "stderr", text: string) => void,
     quiet: (run: RunResult) => boolean = () => false,
+    evenIfCancelled = false,
   ): Promise<RunResult> {
-    const runId = `${commandId}.${randomUUID().slice(0, 8)}`
-      .replace(/[^A-Za-z0-9_-]/g, "_")
-      .slice(0, 64);
+    if (active.controller.signal.aborted && !evenIfCancelled) {
+      return refusal(
+        "cancelled",
+        input.session_id ?? this.id,
+        errorObject("RUN_CANCELLED", "The command was cancelled."),
+        "cancelled",
+      );
+    }
+    const runId = `run-${randomUUID()}`;
     const streamed = { stdout: 0, stderr: 0 };
     const onOutput = (stream: "stdout" | "stderr", text: string) => {
       streamed[stream] += text.length;
@@ -289,12 +337,15 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
       { ...input, run_id: runId },
       { onOutput, ephemeral: true },
     );
-    this.#running.set(commandId, accepted.runId);
+    active.runId = accepted.runId;
+    // A cancel that came while the run was being accepted reaches it now.
+    if (active.controller.signal.aborted && !evenIfCancelled)
+      this.#context.manager.cancelRun(accepted.runId);
     let result: RunResult;
     try {
       result = await accepted.done;
     } finally {
-      if (this.#running.get(commandId) === accepted.runId) this.#running.delete(commandId);
+      active.runId = null;
     }
     emit("stdout", result.stdout.slice(streamed.stdout));
     if (!quiet(result)) emit("stderr", result.stderr.slice(streamed.stderr));
@@ -323,30 +374,31 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
     }
   }
 
+  /** Cancels a running command (its current run, and any it would start); false when none runs. */
   async cancelCommand(commandId: string): Promise<boolean> {
-    const runId = this.#running.get(commandId);
-    if (!runId) return false;
-    return this.#context.manager.cancelRun(runId);
+    const active = this.#commands.get(commandId);
+    if (!active) return false;
+    active.controller.abort();
+    if (active.runId) {
+      try {
+        this.#context.manager.cancelRun(active.runId);
+      } catch {
+        // The run ended meanwhile.
+      }
+    }
+    return true;
   }
 
   async readFile(request: RunnerFileReadRequest): Promise<RunnerFileReadResult> {
+    await this.#use();
     const path = this.#path(request.path);
     return { path: request.path, contents: [...this.#workspace.read(path)] };
   }
 
   /** @throws SandboxError `WORKSPACE_READ_ONLY`, `WORKSPACE_QUOTA_EXCEEDED`, `WORKSPACE_PATH_INVALID`. */
   async writeFile(request: RunnerFileWriteRequest): Promise<void> {
+    await this.#use();
     this.#workspace.write(this.#path(request.path), Uint8Array.from(request.contents));
-  }
-
-  /** Reads raw bytes (for routes that serve files as they are). */
-  readBytes(path: string): Uint8Array {
-    return this.#workspace.read(this.#path(path));
-  }
-
-  /** Writes raw bytes. */
-  writeBytes(path: string, contents: Uint8Array): void {
-    this.#workspace.write(this.#path(path), contents);
   }
 
   #path(path: string): string {
@@ -366,6 +418,7 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
   }
 
   async exportArtifact(request: RunnerArtifactExportRequest): Promise<RunnerArtifactExportResult> {
+    await this.#use();
     const record = await this.#context.artifacts.export(
       this.#workspace,
       workspacePath("", request.path) ?? request.path,
@@ -407,7 +460,10 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const commandId of [...this.#running.keys()]) await this.cancelCommand(commandId);
+    for (const [commandId, active] of [...this.#commands]) {
+      await this.cancelCommand(commandId);
+      await active.done;
+    }
     await this.#context.manager.destroySession(this.id).catch(() => {});
   }
 
@@ -415,6 +471,15 @@ export class SandboxRunnerSession implements RemoteRunnerSession {
   forget(): void {
     this.#closed = true;
   }
+}
+
+/** A command in progress. */
+interface ActiveCommand {
+  controller: AbortController;
+  /** The run it waits for now, or null between runs. */
+  runId: string | null;
+  /** Settles when the command has ended (its process marked). */
+  done: Promise<void>;
 }
 
 /** A JavaScript program stopped by `process.exit()`. */

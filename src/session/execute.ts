@@ -43,19 +43,20 @@ export interface ExecuteContext {
 async function rebuildLostState(
   session: SessionState,
   context: ExecuteContext,
-  signal: AbortSignal,
 ): Promise<Diagnostic | null> {
   const runtime = session.runtime;
   if (!runtime.sessionLost?.(session.meta.id)) return null;
   if (session.journalGap || session.journal.length === 0) return null;
   const runs = session.journal.length;
   try {
+    // Not the run's signal: cancelling the run must not cut the rebuild short (each replayed
+    // run is bounded by its own recorded limits).
     await replayJournal(
       runtime,
       session.meta.id,
       { runs: session.journal },
       context.tools.names(),
-      signal,
+      new AbortController().signal,
     );
     return {
       severity: "info",
@@ -69,7 +70,10 @@ async function rebuildLostState(
     session.journal = [];
     session.journalBytes = 0;
     await runtime.destroySession(session.meta.id).catch(() => false);
-    await runtime.createSession(session.meta.id, session.meta.limits, session.meta.language);
+    // If the backend cannot make it again, the run itself reports SESSION_NOT_FOUND.
+    await runtime
+      .createSession(session.meta.id, session.meta.limits, session.meta.language)
+      .catch(() => {});
     return {
       severity: "warning",
       code: "SESSION_RESET",
@@ -98,9 +102,7 @@ export async function executeRun(run: RunState, context: ExecuteContext): Promis
   });
   run.gateway = gateway;
   const determinism: RunDeterminism = { seed: freshSeed(), clock: null };
-  const rebuilt = run.validateOnly
-    ? null
-    : await rebuildLostState(session, context, run.controller.signal);
+  const rebuilt = run.validateOnly ? null : await rebuildLostState(session, context);
   /** Whether the backend ran the code and reported how it ended. */
   let reported = false;
   let outcome: RuntimeRunOutcome;

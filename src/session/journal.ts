@@ -32,6 +32,18 @@ export function journalRun(
     return;
   }
   if (session.journalGap) return;
+  if (
+    outcome.status === "cancelled" ||
+    outcome.status === "timeout" ||
+    outcome.status === "interrupted"
+  ) {
+    // Where a stopped run stopped cannot be replayed: what it changed before is not knowable.
+    stopJournal(
+      session,
+      `a run ended ${outcome.status}, and where it stopped cannot be replayed exactly`,
+    );
+    return;
+  }
   if (!session.runtime.info.snapshotKinds.includes("journal")) {
     // An empty journal restores on any backend; one with runs needs a backend that replays.
     stopJournal(session, `backend '${session.runtime.info.id}' does not replay journals`);

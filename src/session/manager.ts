@@ -187,6 +187,22 @@ export class SessionManager {
     return this.#snapshots.info(id) ?? this.#sessions.info(this.#sessions.require(id));
   }
 
+  /**
+   * Marks a session as used now — waking it first if it hibernated — and describes it. For
+   * embedders that work on a session's workspace between runs (runner sessions), so the
+   * session neither hibernates nor expires while in use.
+   * @throws SandboxError `SESSION_NOT_FOUND`, `INVALID_SESSION_ID`, and what a wake throws.
+   */
+  async useSession(id: string): Promise<SessionInfo> {
+    assertSessionId(id);
+    let session = this.#sessions.get(id) ?? (await this.#sessions.pending(id));
+    if (!session && this.#snapshots.isHibernated(id)) session = await this.#snapshots.wake(id);
+    if (!session || session.destroyed)
+      throw new SandboxError("SESSION_NOT_FOUND", `No session '${id}'.`);
+    touch(session);
+    return this.#sessions.info(session);
+  }
+
   /** Every session, oldest first (hibernated ones included). */
   listSessions(): SessionInfo[] {
     return [
@@ -290,7 +306,7 @@ export class SessionManager {
         ),
       );
     }
-    if (session.queue.length >= this.#maxQueuedRuns && session.running) {
+    if (session.queue.length >= this.#maxQueuedRuns && (session.running || session.busy)) {
       throw new SandboxError(
         "SESSION_BUSY",
         `Session '${sessionId}' has ${session.queue.length} runs waiting (the most allowed); retry when one ends.`,
@@ -451,13 +467,26 @@ export class SessionManager {
     if (!next) return;
     session.running = next;
     next.state = "running";
-    void executeRun(next, this.#executeContext).then((result) => {
-      session.running = null;
-      session.runCount += 1;
-      touch(session);
-      this.#runs.finish(next, result);
-      this.#pump(session);
-    });
+    void executeRun(next, this.#executeContext)
+      .catch((error: unknown) =>
+        // A host failure outside the backend call must not leave the session running forever.
+        refusal(
+          next.id,
+          session.meta.id,
+          errorObject(
+            "INTERNAL_ERROR",
+            `The run failed in the server: ${error instanceof Error ? error.message : String(error)}`,
+          ),
+          "interrupted",
+        ),
+      )
+      .then((result) => {
+        session.running = null;
+        session.runCount += 1;
+        touch(session);
+        this.#runs.finish(next, result);
+        this.#pump(session);
+      });
   }
 
   /** Runs `work` on a session between runs: after the running run, before queued ones. */

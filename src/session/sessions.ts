@@ -144,6 +144,10 @@ export class SessionPool {
     if (!this.#creating.has(id)) await this.makeRoom(id);
     const pending = this.#creating.get(id);
     if (pending) return pending;
+    // Another create of this id may have finished while room was made.
+    if (this.#sessions.has(id)) {
+      throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists.`);
+    }
     if (this.#options.hibernation().isHibernated(id)) {
       throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists (hibernated).`);
     }

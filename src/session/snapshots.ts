@@ -28,6 +28,7 @@ import {
   type HibernatedSession,
   hibernatedInfo,
   isIdle,
+  SessionMovedError,
   type SessionState,
   sideEffectsOf,
 } from "./state.ts";
@@ -38,6 +39,16 @@ import type {
   SnapshotInfo,
   SnapshotOptions,
 } from "./types.ts";
+
+/** Wake failures that say nothing about the snapshot: the session stays hibernated. */
+const TRANSIENT_WAKE_FAILURES = new Set<string>([
+  "SESSION_LIMIT_REACHED",
+  "SERVICE_CLOSING",
+  "SNAPSHOT_STORE_FULL",
+]);
+
+/** Idle sessions hibernated per sweep while RSS is above `hibernateAboveRssBytes`. */
+const RSS_EVICTIONS_PER_SWEEP = 4;
 
 /** Options of {@link SessionSnapshots}. */
 export interface SessionSnapshotsOptions extends MaterializeContext {
@@ -60,6 +71,7 @@ export class SessionSnapshots implements PoolHibernation {
   readonly #maxJournalBytes: number;
   readonly #hibernateAfterMs: number | null;
   readonly #hibernateAboveRssBytes: number | null;
+  readonly #maxHibernated: number;
   readonly #options: SessionSnapshotsOptions;
   readonly #pool: SessionPool;
   #lastStoreGc = 0;
@@ -75,6 +87,7 @@ export class SessionSnapshots implements PoolHibernation {
     this.#maxJournalBytes = snapshots.maxJournalBytes ?? 32 * 1_048_576;
     this.#hibernateAfterMs = snapshots.hibernateAfterMs ?? null;
     this.#hibernateAboveRssBytes = snapshots.hibernateAboveRssBytes ?? null;
+    this.#maxHibernated = snapshots.maxHibernatedSessions ?? 10_000;
     this.#options = options;
     this.#pool = options.pool;
   }
@@ -160,7 +173,14 @@ export class SessionSnapshots implements PoolHibernation {
     const session = this.#pool.get(id) ?? (await this.#pool.pending(id));
     if (!session || session.destroyed)
       throw new SandboxError("SESSION_NOT_FOUND", `No session '${id}'.`);
-    const sealed = await this.#options.runTask(session, () => this.snapshot(session));
+    let sealed: SealedSnapshot;
+    try {
+      sealed = await this.#options.runTask(session, () => this.snapshot(session));
+    } catch (error) {
+      // It hibernated before this task's turn: its hibernation snapshot is the answer.
+      if (error instanceof SessionMovedError) return this.snapshotSession(id);
+      throw error;
+    }
     return describeSealed(sealed, session.journalGap ? 0 : session.journal.length);
   }
 
@@ -257,27 +277,36 @@ export class SessionSnapshots implements PoolHibernation {
   async hibernate(session: SessionState): Promise<boolean> {
     if (!isIdle(session)) return false;
     if (session.journalGap && !session.runtime.info.snapshotKinds.includes("image")) return false;
-    return this.#options.runTask(session, async () => {
-      if (session.queue.length > 0 || session.destroyed) return false;
-      const sealed = await this.snapshot(session);
-      if (session.queue.length > 0 || session.destroyed) return false;
-      const id = session.meta.id;
-      // From here on nothing awaits until the session is hibernated: a run that arrives next
-      // finds it hibernated and wakes it.
-      session.destroyed = true;
-      this.#pool.remove(id);
-      this.#hibernated.set(id, {
-        meta: { ...session.meta, limits: { ...session.meta.limits } },
-        runtimeId: session.runtime.info.id,
-        allowedSideEffects: sideEffectsOf(session),
-        runCount: session.runCount,
-        snapshotId: sealed.id,
-        shared: false,
+    if (this.#hibernated.size >= this.#maxHibernated) return false;
+    return this.#options
+      .runTask(session, async () => {
+        if (session.queue.length > 0 || session.destroyed) return false;
+        const sealed = await this.snapshot(session);
+        if (session.queue.length > 0 || session.destroyed) return false;
+        const id = session.meta.id;
+        // From here on nothing awaits until the session is hibernated: a run that arrives next
+        // finds it hibernated and wakes it.
+        session.destroyed = true;
+        this.#pool.remove(id);
+        this.#hibernated.set(id, {
+          meta: { ...session.meta, limits: { ...session.meta.limits } },
+          runtimeId: session.runtime.info.id,
+          allowedSideEffects: sideEffectsOf(session),
+          runCount: session.runCount,
+          snapshotId: sealed.id,
+          shared: false,
+          broken: null,
+        });
+        // Tasks that queued behind this one ask again, and find the session hibernated.
+        for (const task of session.tasks.splice(0)) task.cancel(new SessionMovedError(id));
+        this.#options.workspaces.delete(id);
+        await session.runtime.destroySession(id).catch(() => false);
+        return true;
+      })
+      .catch((error: unknown) => {
+        if (error instanceof SessionMovedError) return false;
+        throw error;
       });
-      this.#options.workspaces.delete(id);
-      await session.runtime.destroySession(id).catch(() => false);
-      return true;
-    });
   }
 
   /** Hibernates the least recently used idle session that can be; answers whether one was. */
@@ -304,6 +333,9 @@ export class SessionSnapshots implements PoolHibernation {
     const hibernated = this.#hibernated.get(id);
     if (!hibernated)
       return Promise.reject(new SandboxError("SESSION_NOT_FOUND", `No session '${id}'.`));
+    if (hibernated.broken) {
+      return Promise.reject(new SandboxError(hibernated.broken.code, hibernated.broken.message));
+    }
     const waking = (async () => {
       if (pool.closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
       await pool.makeRoom(id);
@@ -322,6 +354,12 @@ export class SessionSnapshots implements PoolHibernation {
         hibernated,
         this.#options,
       );
+      if (this.#hibernated.get(id) !== hibernated) {
+        // Destroyed while it woke: what was built goes too.
+        this.#options.workspaces.delete(id);
+        await session.runtime.destroySession(id).catch(() => false);
+        throw new SandboxError("SESSION_NOT_FOUND", `Session '${id}' was destroyed while it woke.`);
+      }
       this.#hibernated.delete(id);
       pool.add(session);
       return session;
@@ -335,13 +373,19 @@ export class SessionSnapshots implements PoolHibernation {
       },
       (error: unknown) => {
         pool.untrack(id);
-        this.#hibernated.delete(id);
         const code = isSandboxError(error) ? error.code : "INTERNAL_ERROR";
         const message = error instanceof Error ? error.message : String(error);
-        throw new SandboxError(
+        // Room, shutdown and I/O can pass: the session stays hibernated for a later try.
+        if (TRANSIENT_WAKE_FAILURES.has(code) || !isSandboxError(error)) throw error;
+        const failure = new SandboxError(
           code,
-          `Session '${id}' could not be woken from hibernation (its snapshot ${hibernated.snapshotId} is kept): ${message}`,
+          `Session '${id}' could not be woken from hibernation: ${message} Its snapshot ${hibernated.snapshotId} is kept; destroy the session to start over.`,
         );
+        if (this.#hibernated.get(id) === hibernated) {
+          hibernated.broken = { code: failure.code, message: failure.message };
+          hibernated.shared = true;
+        }
+        throw failure;
       },
     );
   }
@@ -363,7 +407,9 @@ export class SessionSnapshots implements PoolHibernation {
         await this.#drop(hibernated);
     }
     if (this.#hibernateAboveRssBytes !== null) {
-      while (process.memoryUsage.rss() > this.#hibernateAboveRssBytes) {
+      // RSS falls slowly after memory is freed: a few per sweep, measured again next sweep.
+      for (let evicted = 0; evicted < RSS_EVICTIONS_PER_SWEEP; evicted++) {
+        if (process.memoryUsage.rss() <= this.#hibernateAboveRssBytes) break;
         if (!(await this.hibernateLeastRecentlyUsed())) break;
       }
     }

@@ -14,6 +14,7 @@ import {
   SIDE_EFFECTS,
   type SideEffect,
 } from "../contract/types.ts";
+import type { ErrorCode } from "../errors.ts";
 import type { LanguageRuntime } from "../runtime/interface.ts";
 import type { JournalRun } from "../snapshot/journal.ts";
 import type { ToolGateway } from "../tools/gateway.ts";
@@ -53,6 +54,23 @@ export interface HibernatedSession {
   snapshotId: string;
   /** The snapshot id was handed to a client: keep the snapshot when the session wakes. */
   shared: boolean;
+  /**
+   * Why the session cannot be woken (its snapshot no longer restores), with the code to
+   * answer; null while it can. A broken session answers that error until it is destroyed or
+   * expires, rather than starting over empty under the same id.
+   */
+  broken: { code: ErrorCode; message: string } | null;
+}
+
+/**
+ * A session task was not run because the session moved (it hibernated, or woke) first; the
+ * caller asks again and finds it where it is now.
+ */
+export class SessionMovedError extends Error {
+  constructor(id: string) {
+    super(`Session '${id}' moved while the task waited.`);
+    this.name = "SessionMovedError";
+  }
 }
 
 /** A run from the moment it is accepted until it is forgotten. */

@@ -72,6 +72,8 @@ export interface SnapshotOptions {
   hibernateAfterMs?: number | null;
   /** RSS of this process above which idle sessions hibernate, least recently used first; null never. */
   hibernateAboveRssBytes?: number | null;
+  /** Most sessions kept hibernated at once; past it, sessions stay in memory (default 10,000). */
+  maxHibernatedSessions?: number;
 }
 
 /** What `POST /v1/sessions/restore` takes: a stored snapshot's id or the bytes themselves. */

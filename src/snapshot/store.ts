@@ -223,6 +223,8 @@ export class FsSnapshotStore implements SnapshotStore {
   async delete(id: string): Promise<boolean> {
     if (!ID.test(id)) return false;
     const path = this.#path(id);
+    // The totals are known before the file goes, so a first scan does not miss it twice.
+    const totals = await this.#totalsNow();
     let size: number;
     try {
       size = (await stat(path)).size;
@@ -230,7 +232,6 @@ export class FsSnapshotStore implements SnapshotStore {
     } catch {
       return false;
     }
-    const totals = await this.#totalsNow();
     totals.bytes -= size;
     totals.count -= 1;
     return true;

@@ -199,19 +199,32 @@ describe("journal snapshots", () => {
     expect(restored.replayed_runs).toBe(2);
   });
 
-  it("replays a run a limit stopped, to the same status", async () => {
-    const m = manager();
-    const id = sid();
-    await m.run({ session_id: id, code: "var before = 'kept'" });
-    const stopped = await m.run({ session_id: id, code: "for (;;) {}", timeout_ms: 100 });
+  it("stops journaling at a run a limit or a cancel stopped: where it stopped is not replayable", async () => {
+    const m = manager({ hibernateAfterMs: 1_000 });
+    const id1 = sid();
+    await m.run({ session_id: id1, code: "var n = 0" });
+    const stopped = await m.run({ session_id: id1, code: "for (;;) n++", timeout_ms: 100 });
     expect(stopped.status).toBe("timeout");
-    const info = await m.snapshotSession(id);
-    const restored = await m.restoreSession({
-      snapshot_id: info.snapshot_id,
-      session_id: `${id}-b`,
+    await expect(m.snapshotSession(id1)).rejects.toMatchObject({
+      code: "SNAPSHOT_NOT_SUPPORTED",
+      message: expect.stringContaining("ended timeout"),
     });
-    expect(restored.replayed_runs).toBe(2);
-    expect((await m.run({ session_id: `${id}-b`, code: "before" })).result).toBe("kept");
+    // Such a session is never hibernated: it stays in memory with its state.
+    await m.sweep(Date.now() + 5_000);
+    expect(m.getSession(id1).state).toBe("idle");
+    expect((await m.run({ session_id: id1, code: "n > 0" })).result).toBe(true);
+
+    const id2 = sid();
+    await m.run({ session_id: id2, code: "var kept = 1" });
+    const running = m.submit({
+      session_id: id2,
+      code: "await new Promise(() => {})",
+      run_id: `${id2}-wait`,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(m.cancelRun(`${id2}-wait`)).toBe(true);
+    expect((await (await running).done).status).toBe("cancelled");
+    await expect(m.snapshotSession(id2)).rejects.toMatchObject({ code: "SNAPSHOT_NOT_SUPPORTED" });
   });
 
   it("refuses restores it cannot do fully, and leaves nothing behind", async () => {
@@ -363,5 +376,56 @@ describe("hibernation", () => {
     await m.destroySession(id);
     expect((await store.usage()).count).toBe(0);
     await expect(m.createSession({ session_id: id })).resolves.toMatchObject({ id });
+  });
+
+  it("a snapshot asked for while the session hibernates answers the hibernation snapshot", async () => {
+    const m = manager({ hibernateAfterMs: 1_000 });
+    const id = sid();
+    await m.run({ session_id: id, code: "var v = 5" });
+    const [hibernated, info] = await Promise.all([m.hibernateSession(id), m.snapshotSession(id)]);
+    expect(hibernated).toBe(true);
+    expect(m.getSession(id).state).toBe("hibernated");
+    const restored = await m.restoreSession({
+      snapshot_id: info.snapshot_id,
+      session_id: `${id}-b`,
+    });
+    expect((await m.run({ session_id: `${id}-b`, code: "v" })).result).toBe(5);
+    expect(restored.replayed_runs).toBe(1);
+  });
+
+  it("a session that cannot wake for want of room stays hibernated, and wakes later", async () => {
+    const m = manager({ hibernateAfterMs: 60_000 }, { maxSessions: 1 });
+    const sleeper = sid();
+    const busy = sid();
+    await m.run({ session_id: sleeper, code: "var kept = 'yes'" });
+    const long = m.run({ session_id: busy, code: "await slow_echo(1, 400)" });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(m.getSession(sleeper).state).toBe("hibernated");
+    await expect(m.run({ session_id: sleeper, code: "kept" })).rejects.toMatchObject({
+      code: "SESSION_LIMIT_REACHED",
+    });
+    expect(m.getSession(sleeper).state).toBe("hibernated");
+    await long;
+    expect((await m.run({ session_id: sleeper, code: "kept" })).result).toBe("yes");
+  });
+
+  it("a session whose snapshot no longer restores answers why, until it is destroyed", async () => {
+    const store = new MemorySnapshotStore();
+    const m = manager({ store, hibernateAfterMs: 1_000 });
+    const id = sid();
+    await m.run({ session_id: id, code: "var lost = 1" });
+    await m.hibernateSession(id);
+    for (const entry of (await store.list()).map((item) => item.id)) await store.delete(entry);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const refused = await m.run({ session_id: id, code: "typeof lost" });
+      expect(refused.status).toBe("validation_error");
+      expect(refused.error).toMatchObject({
+        code: "SNAPSHOT_NOT_FOUND",
+        message: expect.stringContaining("could not be woken"),
+      });
+    }
+    expect(m.getSession(id).state).toBe("hibernated");
+    await m.destroySession(id);
+    expect((await m.run({ session_id: id, code: "typeof lost" })).result).toBe("undefined");
   });
 });
