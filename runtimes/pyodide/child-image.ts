@@ -80,6 +80,8 @@ export class SupervisorImages {
       hooks.send({ kind: "restore-failed", message: (error as Error).message });
       hooks.closeAndExit(1);
     }
+    // The encoded image and the base image's copy are garbage once handed over.
+    (globalThis as { gc?: () => void }).gc?.();
   }
 
   /** What the interpreter answered. */
@@ -89,10 +91,23 @@ export class SupervisorImages {
       { kind: "session-image" | "session-image-refused" | "restored" | "restore-failed" }
     >,
   ): void {
-    const hooks = this.#hooks;
     const expected = message.kind.startsWith("session-image") ? "snapshot" : "restore";
     if (this.#work?.kind !== expected) return;
     this.#end();
+    try {
+      this.#answer(message);
+    } finally {
+      (globalThis as { gc?: () => void }).gc?.();
+    }
+  }
+
+  #answer(
+    message: Extract<
+      InterpreterMessage,
+      { kind: "session-image" | "session-image-refused" | "restored" | "restore-failed" }
+    >,
+  ): void {
+    const hooks = this.#hooks;
     switch (message.kind) {
       case "session-image":
         try {
@@ -151,7 +166,6 @@ export class SupervisorImages {
     if (this.#work) clearTimeout(this.#work.timer);
     this.#work = null;
     this.#hooks.active();
-    (globalThis as { gc?: () => void }).gc?.();
   }
 }
 

@@ -6,6 +6,9 @@
  *   check (docs/runtimes.md).
  * - `WebAssembly.Memory.prototype.grow` is gated: the serving interpreter's memory cannot
  *   grow past the run's `memory_mb`, whoever asks.
+ * - `WebAssembly.instantiate` can be told the size of a session image's memory: Pyodide's
+ *   interpreter exports its own memory (the base image's size), and restoring a larger image
+ *   into it would not fit; the memory is grown to the image's size before Pyodide copies it.
  * - The wall clock and entropy are pinned while a run is (./pinned.ts).
  * - `process.binding("constants")`, refused under Node's permission model, is answered: Pyodide
  *   reads fs constants from it.
@@ -25,6 +28,8 @@ export interface MemoryGate {
   gate(memory: WebAssembly.Memory): void;
   /** Starts a run whose memory may grow to `capBytes`. */
   startRun(capBytes: number): void;
+  /** The next module instantiated gets a memory of at least `bytes` (a session image's). */
+  reserve(bytes: number): void;
 }
 
 /**
@@ -59,6 +64,34 @@ export function prepareRealm(exhausted: () => void): MemoryGate {
     enumerable: false,
   });
 
+  let reservedBytes = 0;
+  const realInstantiate = WebAssembly.instantiate;
+  const instantiate = async function instantiate(
+    this: unknown,
+    ...args: Parameters<typeof WebAssembly.instantiate>
+  ) {
+    const result = await (realInstantiate as (...a: unknown[]) => Promise<unknown>).apply(
+      WebAssembly,
+      args,
+    );
+    const instance =
+      result instanceof WebAssembly.Instance
+        ? result
+        : (result as { instance?: WebAssembly.Instance }).instance;
+    const memory = instance?.exports.memory;
+    if (reservedBytes > 0 && memory instanceof WebAssembly.Memory) {
+      const missing = reservedBytes - memory.buffer.byteLength;
+      reservedBytes = 0;
+      if (missing > 0) realGrow.call(memory, Math.ceil(missing / WASM_PAGE_BYTES));
+    }
+    return result;
+  };
+  Object.defineProperty(WebAssembly, "instantiate", {
+    value: instantiate,
+    writable: true,
+    configurable: true,
+  });
+
   installPinning();
 
   const processWithBinding = process as unknown as { binding: (name: string) => unknown };
@@ -74,6 +107,9 @@ export function prepareRealm(exhausted: () => void): MemoryGate {
     startRun(bytes) {
       capBytes = bytes;
       refusedInARow = 0;
+    },
+    reserve(bytes) {
+      reservedBytes = bytes;
     },
   };
 }

@@ -28,6 +28,7 @@ import {
   workerData,
 } from "node:worker_threads";
 import type { ToolCallReply } from "../../src/index.ts";
+import { snapshotHeaderBytes } from "./image-delta.ts";
 import { buildBaseImage } from "./interpreter-build.ts";
 import {
   applyFiles,
@@ -334,6 +335,8 @@ async function loadImage(message: Extract<SupervisorMessage, { kind: "restore" }
   const loadStarted = performance.now();
   try {
     const manifest = JSON.parse(message.filesJson) as FilesManifest;
+    // The image's memory may be larger than the one the interpreter module starts with.
+    memoryGate.reserve(message.snapshot.byteLength - snapshotHeaderBytes(message.snapshot));
     const pyodide = await loadPyodide({
       ...quiet,
       _loadSnapshot: message.snapshot,
@@ -344,7 +347,6 @@ async function loadImage(message: Extract<SupervisorMessage, { kind: "restore" }
     baseline = new FsBaseline(pyodide.FS);
     applyFiles(pyodide.FS, manifest, message.filesBlob);
     sandbox.restored();
-    (globalThis as { gc?: () => void }).gc?.();
     post({
       kind: "restored",
       info: { wasmBytes: activeMemory!.buffer.byteLength, loadMs: performance.now() - loadStarted },
@@ -352,6 +354,8 @@ async function loadImage(message: Extract<SupervisorMessage, { kind: "restore" }
   } catch (error) {
     post({ kind: "restore-failed", message: describe(error) });
   }
+  // The interpreter this one replaced is garbage now: collect it while the answer travels.
+  (globalThis as { gc?: () => void }).gc?.();
   idle();
 }
 

@@ -123,6 +123,26 @@ describe("Pyodide session images", () => {
     expect((await run(`${id}-copy`, "echo(2)")).result).toEqual([2]);
   });
 
+  it("carry a memory grown past the base image's, under the restoring side's memory_mb", async () => {
+    const limits = { memory_mb: 128 };
+    const id = await session(limits);
+    const grown = await run(id, "data = bytearray(64 * 2**20)\ndata[-1] = 7\nlen(data)", limits);
+    expect(grown.memoryPeakBytes).toBeGreaterThan(64 * 1_048_576);
+    const image = await runtime.snapshotSession(id);
+    expect(openSessionImage(image).header.heap_bytes).toBe(grown.memoryPeakBytes);
+    // The zero pages past the base image's end are left out of the image.
+    expect(image.byteLength).toBeLessThan(1_048_576);
+    await expect(
+      runtime.restoreSession(image, `${id}-small`, { ...DEFAULT_SESSION_LIMITS, memory_mb: 64 }),
+    ).rejects.toMatchObject({ code: "SNAPSHOT_INVALID" });
+    await runtime.restoreSession(image, `${id}-copy`, { ...DEFAULT_SESSION_LIMITS, ...limits });
+    expect((await run(`${id}-copy`, "[len(data), data[-1], data[0]]", limits)).result).toEqual([
+      64 * 1_048_576,
+      7,
+      0,
+    ]);
+  });
+
   it("are refused while the session holds JavaScript objects or open files, and the session goes on", async () => {
     const id = await session();
     await run(id, "import js\nwhen = js.Date.new(0)\nkept = 1");
