@@ -12,7 +12,12 @@
  *
  * @module
  */
-import { type CapabilityPlugin, createSyncTool, type RegisteredTool, ToolError } from "../src/index.ts";
+import {
+  type CapabilityPlugin,
+  createSyncTool,
+  type RegisteredTool,
+  ToolError,
+} from "../src/index.ts";
 
 /** Factors to one base unit per dimension. */
 const UNITS: Record<string, { dimension: string; factor: number }> = {
@@ -37,7 +42,11 @@ export function createUnitTools(options: { precision?: number } = {}): Registere
         side_effect: "none",
         input_schema: {
           type: "array",
-          prefixItems: [{ title: "value", type: "number" }, { title: "from_unit", ...unit }, { title: "to_unit", ...unit }],
+          prefixItems: [
+            { title: "value", type: "number" },
+            { title: "from_unit", ...unit },
+            { title: "to_unit", ...unit },
+          ],
           minItems: 3,
           maxItems: 3,
         },
@@ -49,7 +58,10 @@ export function createUnitTools(options: { precision?: number } = {}): Registere
         const target = UNITS[to]!;
         if (source.dimension !== target.dimension) {
           // A code of the tool's own: the guest sees it as error.code.
-          throw new ToolError("INCOMPATIBLE_UNITS", `Cannot convert ${source.dimension} (${from}) to ${target.dimension} (${to}).`);
+          throw new ToolError(
+            "INCOMPATIBLE_UNITS",
+            `Cannot convert ${source.dimension} (${from}) to ${target.dimension} (${to}).`,
+          );
         }
         return Number(((value * source.factor) / target.factor).toFixed(precision));
       },

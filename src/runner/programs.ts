@@ -26,7 +26,7 @@
 export const RUNNER_INPUT = "__runner__";
 
 /** The Python driver cell: answers `{exit, changed, deleted}`. */
-export const PYTHON_DRIVER = String.raw`def __runner_main(spec):
+export const PYTHON_DRIVER = `def __runner_main(spec):
     import base64, hashlib, os, shutil, sys, traceback
     root = "/workspace"
     if os.path.isdir(root):

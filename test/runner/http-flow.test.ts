@@ -264,7 +264,7 @@ describe("runner sessions over HTTP", () => {
         program: "node",
         args: [
           "-e",
-          "for (let i = 0; i < 4; i++) { console.log(`tick ${i}`); await new Promise((r) => setTimeout(r, 150)); }",
+          "for (let i = 0; i < 4; i++) { console.log('tick ' + i); await new Promise((r) => setTimeout(r, 150)); }",
         ],
         cwd: null,
         env: [],
