@@ -39,7 +39,7 @@ import { benchServerConfig, type LoadResult, runLoad } from "./http.ts";
 import { benchIsolatedVm } from "./isolated-vm.ts";
 import { measurePeer } from "./peer.ts";
 import { benchPyodide } from "./pyodide.ts";
-import { snapshotBench } from "./snapshots.ts";
+import { PYODIDE_TARGET, QUICKJS_TARGET, snapshotBench } from "./snapshots.ts";
 import {
   bytes,
   int,
@@ -597,9 +597,12 @@ async function main(): Promise<void> {
 
   await server.close();
 
-  section("7. Snapshots: size, snapshot and restore time (QuickJS, journal)");
+  const withEngines = process.env.BENCH_SKIP_ENGINES !== "1";
+  section(
+    `7. Snapshots: size, snapshot and restore time (QuickJS journal${withEngines ? "; Python journal and image" : ""})`,
+  );
   gc();
-  out(await snapshotBench());
+  out(await snapshotBench(withEngines ? [QUICKJS_TARGET, PYODIDE_TARGET] : [QUICKJS_TARGET]));
 
   if (process.env.BENCH_SKIP_ENGINES !== "1") {
     section("8. isolated-vm (V8 isolates) against raw isolated-vm and QuickJS");
