@@ -46,6 +46,8 @@ interface SessionEntry {
   process: PyodideProcess | null;
   /** Its process died since its last run: the next run starts empty and says so. */
   lost: boolean;
+  /** ... and no run of its own was going on then (see {@link PyodideRuntime.sessionLost}). */
+  lostIdle: boolean;
   cells: number;
   busy: boolean;
 }
@@ -178,6 +180,7 @@ export class PyodideRuntime implements LanguageRuntime {
       limits,
       process: null,
       lost: false,
+      lostIdle: false,
       cells: 0,
       busy: false,
     };
@@ -224,6 +227,7 @@ export class PyodideRuntime implements LanguageRuntime {
         this.#assign(entry, await this.#take());
         restarted = entry.lost;
         entry.lost = false;
+        entry.lostIdle = false;
       }
       const process = entry.process!;
       entry.cells += 1;
@@ -249,6 +253,7 @@ export class PyodideRuntime implements LanguageRuntime {
         process.kill();
         // A crash is announced again by the next run, which starts empty.
         entry.lost = crashed;
+        entry.lostIdle = false;
       }
       if (restarted) outcome.diagnostics.push(resetDiagnostic());
       return outcome;
@@ -279,7 +284,7 @@ export class PyodideRuntime implements LanguageRuntime {
    * @throws SandboxError `SESSION_NOT_FOUND`, `SESSION_BUSY`; `SNAPSHOT_NOT_SUPPORTED` when no
    *   image can be made now (the session holds JavaScript objects or open files, or its
    *   process is gone) — the session is unchanged, except when its process died making the
-   *   image: its next run then starts empty, as after any crash.
+   *   image: it is then lost as by any death between runs ({@link sessionLost}).
    */
   async snapshotSession(sessionId: SessionId): Promise<Uint8Array> {
     const entry = this.#sessions.get(sessionId);
@@ -289,7 +294,7 @@ export class PyodideRuntime implements LanguageRuntime {
     if (!process?.alive || !this.#setupState) {
       throw new SandboxError(
         "SNAPSHOT_NOT_SUPPORTED",
-        `Session '${sessionId}' has no interpreter to image (its process ended; its next run starts empty).`,
+        `Session '${sessionId}' has no interpreter to image (its process ended since its last run).`,
       );
     }
     entry.busy = true;
@@ -309,11 +314,13 @@ export class PyodideRuntime implements LanguageRuntime {
       );
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
+      // The process died making the image: no run of the session's own is to blame.
+      if (!process.alive) entry.lostIdle = entry.lost;
       throw new SandboxError(
         "SNAPSHOT_NOT_SUPPORTED",
         error instanceof ImageRefused
           ? `No image of session '${sessionId}' can be made now: ${reason}.`
-          : `The process of session '${sessionId}' failed while making its image (${reason}); its next run starts empty.`,
+          : `The process of session '${sessionId}' failed while making its image (${reason}).`,
       );
     } finally {
       entry.busy = false;
@@ -345,6 +352,7 @@ export class PyodideRuntime implements LanguageRuntime {
       limits: sessionLimits,
       process: null,
       lost: false,
+      lostIdle: false,
       cells: header.cells,
       busy: true,
     };
@@ -418,7 +426,18 @@ export class PyodideRuntime implements LanguageRuntime {
       if (entry.process !== process) return;
       entry.process = null;
       entry.lost = true;
+      entry.lostIdle = !entry.busy;
     });
+  }
+
+  /**
+   * Whether a session's process died between runs (ended for what it did while idle, killed
+   * from outside, the machine out of memory): its next run would start empty. The session
+   * manager then replays its journal first (`SESSION_RESTORED`).
+   */
+  sessionLost(sessionId: SessionId): boolean {
+    const entry = this.#sessions.get(sessionId);
+    return entry?.lostIdle === true && !entry.busy;
   }
 
   #checkMemory(limits: SessionLimits): void {

@@ -172,6 +172,18 @@ describe("Python snapshots through the session manager", () => {
     expect(restored.restored_from).toBe("image");
   });
 
+  it("rebuild a session whose process died between runs from its journal, calling no tool", async () => {
+    const m = manager(here);
+    const before = await built(m, "py-lost");
+    const calls = tickets;
+    expect(herePyodide.killProcessOf("py-lost")).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const after = await m.run({ session_id: "py-lost", code: PROBE });
+    expect(after.result).toEqual(before);
+    expect(after.diagnostics.map((d) => d.code)).toContain("SESSION_RESTORED");
+    expect(tickets).toBe(calls);
+  });
+
   it("hibernate idle Python sessions through the image and wake them on their next run", async () => {
     const m = manager(here, { hibernateAfterMs: 1_000 });
     await m.run({
