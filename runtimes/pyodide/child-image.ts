@@ -188,8 +188,8 @@ function encodeForServer(
 }
 
 /**
- * An image from the server, decoded against the base image at `basePath`, as the
- * interpreter loads it (with the buffers to transfer). Its memory must fit `memoryCapBytes`;
+ * An image from the server, decoded against the base image at `basePath` (read afresh: the
+ * decoding may reuse its bytes), as the interpreter loads it (with the buffers to transfer). Its memory must fit `memoryCapBytes`;
  * its files may add `headroomBytes` more.
  * @throws Error when the image is malformed or too large.
  */

@@ -6,8 +6,8 @@
  * controls, so only a process equally contained reads them.
  *
  * Pyodide's snapshot is a header (magic, build id, the JavaScript objects Python holds, as
- * JSON; its length is the header's second little-endian u32) followed by the whole
- * WebAssembly memory. The memory is cut into 4 KiB pages; a page equal to the base image's
+ * JSON; its length is the header's second little-endian u32, the JSON's the third) followed
+ * by the whole WebAssembly memory (the layout of the pinned Pyodide 314 build). The memory is cut into 4 KiB pages; a page equal to the base image's
  * (or, past the base's end, all zero) is left out, and every other page is stored XORed with
  * the base's, so what a cell changed inside a page is mostly zeros too. A session that
  * defined a few functions and variables changes a few hundred of the base's 7,680 pages.
@@ -24,6 +24,8 @@
 import { constants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 
 const MAGIC = Buffer.from("PYSIMG01", "latin1");
+/** Pyodide's header before its JSON: magic, header length, JSON length, 0, build id (u32s). */
+const PYODIDE_PREFIX_BYTES = 48;
 /** Granularity of the delta, in bytes. */
 export const PAGE_BYTES = 4_096;
 const WASM_PAGE_BYTES = 65_536;
@@ -82,11 +84,31 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   );
 }
 
+/**
+ * The snapshot's header, re-laid to the base image's header length when its JSON fits there
+ * (Pyodide sizes the header at twice the JSON's length and reads the JSON's own length from
+ * it), so that a session whose memory did not grow decodes in place into the base image.
+ */
+function canonicalHeader(snapshot: Uint8Array, headerBytes: number, baseHeaderBytes: number) {
+  const header = snapshot.subarray(0, headerBytes);
+  const jsonBytes = new DataView(snapshot.buffer, snapshot.byteOffset, 16).getUint32(8, true);
+  if (headerBytes === baseHeaderBytes || PYODIDE_PREFIX_BYTES + jsonBytes > baseHeaderBytes) {
+    return header;
+  }
+  const resized = new Uint8Array(baseHeaderBytes);
+  resized.set(header.subarray(0, PYODIDE_PREFIX_BYTES + jsonBytes));
+  new DataView(resized.buffer).setUint32(4, baseHeaderBytes, true);
+  return resized;
+}
+
 /** Encodes a session's snapshot and files against `base` (the base image's bytes). */
 export function encodeSessionImage(base: Uint8Array, parts: SessionImageParts): EncodedImage {
-  const headerBytes = snapshotHeaderBytes(parts.snapshot);
-  const heap = parts.snapshot.subarray(headerBytes);
-  const baseHeap = base.subarray(snapshotHeaderBytes(base));
+  const baseHeaderBytes = snapshotHeaderBytes(base);
+  const ownHeaderBytes = snapshotHeaderBytes(parts.snapshot);
+  const heap = parts.snapshot.subarray(ownHeaderBytes);
+  const header = canonicalHeader(parts.snapshot, ownHeaderBytes, baseHeaderBytes);
+  const headerBytes = header.byteLength;
+  const baseHeap = base.subarray(baseHeaderBytes);
   const pageCount = Math.ceil(heap.byteLength / PAGE_BYTES);
   const changed: number[] = [];
   for (let page = 0; page < pageCount; page++) {
@@ -117,7 +139,7 @@ export function encodeSessionImage(base: Uint8Array, parts: SessionImageParts): 
   const raw = Buffer.alloc(rawBytes);
   let at = MAGIC.copy(raw, 0);
   at = raw.writeUInt32BE(headerBytes, at);
-  raw.set(parts.snapshot.subarray(0, headerBytes), at);
+  raw.set(header, at);
   at += headerBytes;
   at = raw.writeUInt32BE(heap.byteLength, at);
   at = raw.writeUInt32BE(PAGE_BYTES, at);
@@ -144,7 +166,9 @@ export function encodeSessionImage(base: Uint8Array, parts: SessionImageParts): 
 /**
  * Decodes an image made by {@link encodeSessionImage} against the same `base`. Refuses
  * (throws) anything malformed, and anything that inflates past `maxRawBytes` or whose memory
- * is larger than `maxHeapBytes`, before allocating it.
+ * is larger than `maxHeapBytes`, before allocating it. `base` is consumed: when the image's
+ * header and memory are the base's sizes (a session whose memory did not grow), the snapshot
+ * is decoded in place into `base`'s own bytes, which the answer then holds.
  */
 export function decodeSessionImage(
   base: Uint8Array,
@@ -186,10 +210,21 @@ export function decodeSessionImage(
     }
     pages.push(page);
   }
-  const snapshot = new Uint8Array(headerBytes + heapBytes);
+  const baseHeader = snapshotHeaderBytes(base);
+  const baseHeap = base.subarray(baseHeader);
+  let snapshot: Uint8Array;
+  if (
+    baseHeader === headerBytes &&
+    baseHeap.byteLength === heapBytes &&
+    base.byteOffset === 0 &&
+    base.byteLength === base.buffer.byteLength
+  ) {
+    snapshot = base;
+  } else {
+    snapshot = new Uint8Array(headerBytes + heapBytes);
+    snapshot.set(baseHeap.subarray(0, Math.min(heapBytes, baseHeap.byteLength)), headerBytes);
+  }
   snapshot.set(header, 0);
-  const baseHeap = base.subarray(snapshotHeaderBytes(base));
-  snapshot.set(baseHeap.subarray(0, Math.min(heapBytes, baseHeap.byteLength)), headerBytes);
   for (const page of pages) {
     const start = headerBytes + page * PAGE_BYTES;
     const length = Math.min(PAGE_BYTES, heapBytes - page * PAGE_BYTES);
