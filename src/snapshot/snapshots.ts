@@ -67,7 +67,8 @@ export interface SealedSnapshot {
 
 /**
  * Takes a snapshot of a session that is not running: its journal, its backend's image where
- * the backend makes one, and its workspace's files.
+ * the backend makes one (left out when it would take the snapshot past `maxSnapshotBytes`
+ * and the journal is there), and its workspace's files.
  * @throws SandboxError `SNAPSHOT_NOT_SUPPORTED` (neither journal nor image),
  *   `SNAPSHOT_TOO_LARGE` (past `maxSnapshotBytes`).
  */
@@ -99,35 +100,42 @@ export async function captureSnapshot(
     modified_at: file.modifiedAt,
     content: file.content,
   }));
-  const { compressed, rawBytes } = encodePayload({
-    session: { runtime: runtime.info.id, allowed_side_effects: capture.allowedSideEffects },
-    journal: capture.journal,
-    image,
-    workspace,
-  });
-  const kinds: SnapshotStateKind[] = [];
-  if (capture.journal) kinds.push("journal");
-  if (image) kinds.push("image");
-  const header: SnapshotHeader = {
-    format: SNAPSHOT_VERSION,
-    backend: runtime.info.id,
-    engine: runtime.info.engine,
-    language: meta.language,
-    session: { ...meta, limits: { ...meta.limits } },
-    limits: { ...meta.limits },
-    kinds,
-    created_at: Date.now(),
-    compression: "zstd",
-    payload_bytes: rawBytes,
+  const seal = (withImage: SnapshotPayload["image"]) => {
+    const { compressed, rawBytes } = encodePayload({
+      session: { runtime: runtime.info.id, allowed_side_effects: capture.allowedSideEffects },
+      journal: capture.journal,
+      image: withImage,
+      workspace,
+    });
+    const kinds: SnapshotStateKind[] = [];
+    if (capture.journal) kinds.push("journal");
+    if (withImage) kinds.push("image");
+    const header: SnapshotHeader = {
+      format: SNAPSHOT_VERSION,
+      backend: runtime.info.id,
+      engine: runtime.info.engine,
+      language: meta.language,
+      session: { ...meta, limits: { ...meta.limits } },
+      limits: { ...meta.limits },
+      kinds,
+      created_at: Date.now(),
+      compression: "zstd",
+      payload_bytes: rawBytes,
+    };
+    return { ...sealSnapshot(header, compressed, key), header };
   };
-  const sealed = sealSnapshot(header, compressed, key);
+  let sealed = seal(image);
+  // An image too large to keep is left out when the journal alone rebuilds the session.
+  if (sealed.bytes.length > bounds.maxSnapshotBytes && image && capture.journal) {
+    sealed = seal(null);
+  }
   if (sealed.bytes.length > bounds.maxSnapshotBytes) {
     throw new SandboxError(
       "SNAPSHOT_TOO_LARGE",
       `The snapshot would be ${sealed.bytes.length} bytes; this server keeps snapshots of at most ${bounds.maxSnapshotBytes} (maxSnapshotBytes).`,
     );
   }
-  return { ...sealed, header };
+  return sealed;
 }
 
 /**

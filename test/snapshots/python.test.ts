@@ -172,6 +172,22 @@ describe("Python snapshots through the session manager", () => {
     expect(restored.restored_from).toBe("image");
   });
 
+  it("leave out an image past maxSnapshotBytes when the journal alone restores the session", async () => {
+    const a = manager(here, { bounds: { maxSnapshotBytes: 1_048_576 } });
+    // Two incompressible megabytes in memory: the image cannot be under 1 MiB, the journal is.
+    await a.run({
+      session_id: "py-big",
+      code: "import os\nnoise = os.urandom(2_000_000)\nlen(noise)",
+    });
+    const info = await a.snapshotSession("py-big");
+    expect(info.kinds).toEqual(["journal"]);
+    const digest = "import hashlib\nhashlib.sha256(noise).hexdigest()";
+    const original = (await a.run({ session_id: "py-big", code: digest })).result;
+    await a.restoreSession({ snapshot_id: info.snapshot_id, session_id: "py-big-copy" });
+    // The pinned entropy stream gives the replay the very same bytes.
+    expect((await a.run({ session_id: "py-big-copy", code: digest })).result).toBe(original);
+  });
+
   it("rebuild a session whose process died between runs from its journal, calling no tool", async () => {
     const m = manager(here);
     const before = await built(m, "py-lost");
