@@ -169,6 +169,12 @@ export class SupervisorImages {
   }
 }
 
+/**
+ * Largest encoded image a child sends: its base64 must fit the server's frame limit
+ * (256 MiB), and no server keeps a snapshot this large by default (128 MiB).
+ */
+const MAX_IMAGE_BYTES = 180 * 1_048_576;
+
 /** The interpreter's image of its session, encoded against the base image at `basePath`. */
 function encodeForServer(
   basePath: string,
@@ -179,6 +185,11 @@ function encodeForServer(
     filesJson: String(image.filesJson),
     filesBlob: image.filesBlob,
   });
+  if (encoded.bytes.byteLength > MAX_IMAGE_BYTES) {
+    throw new Error(
+      `the image would be ${encoded.bytes.byteLength} bytes, more than a process sends (${MAX_IMAGE_BYTES})`,
+    );
+  }
   return {
     kind: "session-image",
     base64: encoded.bytes.toString("base64"),

@@ -114,8 +114,8 @@ export class InterpreterPool {
 
   /**
    * A ready process: one from the pool, or the next to start. Its replacement starts 50 ms
-   * later, or, with `refill: false`, when the taker calls {@link refill} (a restore, which
-   * should not share the CPU with a starting process).
+   * later, or, with `refill: false`, when the taker calls {@link refillSoon} (a restore,
+   * which should not share the CPU with a starting process).
    * @throws SandboxError `RUNTIME_UNAVAILABLE` when starts keep failing; `SERVICE_CLOSING`.
    */
   take(options: { refill?: boolean } = {}): Promise<PyodideProcess> {
@@ -124,12 +124,7 @@ export class InterpreterPool {
       const process = this.#ready.shift();
       if (!process) break;
       if (process.alive) {
-        if (options.refill !== false) {
-          this.#refillTimer ??= setTimeout(() => {
-            this.#refillTimer = null;
-            this.refill();
-          }, REFILL_AFTER_TAKE_MS);
-        }
+        if (options.refill !== false) this.refillSoon();
         return Promise.resolve(process);
       }
     }
@@ -141,6 +136,14 @@ export class InterpreterPool {
     if (this.#starting.size < this.#waiters.length) this.#start();
     this.refill();
     return waiting;
+  }
+
+  /** Starts the refill 50 ms from now (see {@link take}). */
+  refillSoon(): void {
+    this.#refillTimer ??= setTimeout(() => {
+      this.#refillTimer = null;
+      this.refill();
+    }, REFILL_AFTER_TAKE_MS);
   }
 
   /** Returns a process that was taken but not used. */

@@ -380,7 +380,7 @@ export class PyodideRuntime implements LanguageRuntime {
           `The snapshot's Pyodide image did not load: ${(error as Error).message}`,
         );
       } finally {
-        this.#pool.refill();
+        this.#pool.refillSoon();
       }
       if (this.#sessions.get(id) !== entry) {
         process.kill();
