@@ -338,7 +338,8 @@ function installPrelude(context: QuickJSContext, holder: { session: Session | nu
         return;
       }
     }
-    holder.session?.activeRun?.print(stream === 2 || stream === 4 ? 2 : 1, text);
+    const open = holder.session?.activeRun?.print(stream === 2 || stream === 4 ? 2 : 1, text);
+    return open === false ? context.newNumber(0) : undefined;
   });
   const call = context.newFunction("call", (id, name, args, kwargs) => {
     activeRun().startToolCall(
@@ -380,6 +381,7 @@ function installPrelude(context: QuickJSContext, holder: { session: Session | nu
     settleCall: get("settleCall"),
     fireTimer: get("fireTimer"),
     resetRun: get("resetRun"),
+    takeDroppedOutput: get("takeDroppedOutput"),
     self,
   };
 }

@@ -69,6 +69,7 @@ export interface Internals {
   settleCall: QuickJSHandle;
   fireTimer: QuickJSHandle;
   resetRun: QuickJSHandle;
+  takeDroppedOutput: QuickJSHandle;
   self: QuickJSHandle;
 }
 
@@ -311,10 +312,15 @@ export class ActiveRun {
     return this.#clock.now();
   }
 
-  /** Host binding: print. Dropped once the run is closed. */
-  print(stream: 1 | 2, text: string): void {
-    if (this.#closed || this.#mode === "validate") return;
-    const kept = (stream === 2 ? this.#stderr : this.#stdout).write(text);
+  /**
+   * Host binding: print. Dropped once the run is closed. Answers `false` once the stream has
+   * dropped output: the prelude then only counts that stream's bytes (see
+   * {@link GuestInternals.takeDroppedOutput}), so a flood past the cap crosses no more.
+   */
+  print(stream: 1 | 2, text: string): boolean {
+    if (this.#closed || this.#mode === "validate") return true;
+    const capture = stream === 2 ? this.#stderr : this.#stdout;
+    const kept = capture.write(text);
     if (kept !== "" && this.#request.onOutput) {
       try {
         this.#request.onOutput(stream === 2 ? "stderr" : "stdout", kept);
@@ -322,6 +328,7 @@ export class ActiveRun {
         // A listener's failure must not reach the guest.
       }
     }
+    return capture.droppedBytes === 0;
   }
 
   /**
@@ -429,6 +436,27 @@ export class ActiveRun {
     } finally {
       this.#quiet = false;
       for (const handle of args) handle.dispose();
+    }
+  }
+
+  /**
+   * Counts what the prelude held back past the cap (see {@link print}). When the engine cannot
+   * answer (it ran out of memory), the streams still carry their truncation warning; only the
+   * dropped byte count in it is short.
+   */
+  #takeDroppedOutput(): void {
+    if (this.#mode === "validate") return;
+    try {
+      const counts = this.#callInternal(
+        this.#session.internals.takeDroppedOutput,
+        undefined,
+        false,
+      );
+      const [stdout, stderr] = (counts ?? "").split(",").map(Number);
+      this.#stdout.drop(stdout ?? 0);
+      this.#stderr.drop(stderr ?? 0);
+    } catch {
+      // The engine is broken; the run's outcome says so elsewhere.
     }
   }
 
@@ -705,6 +733,7 @@ export class ActiveRun {
     sessionReset: boolean,
     extra: Diagnostic[] = [],
   ): RuntimeRunOutcome {
+    if (!sessionReset) this.#takeDroppedOutput();
     const diagnostics: Diagnostic[] = [];
     if (error) diagnostics.push(errorDiagnostic(error));
     diagnostics.push(...extra);

@@ -22,8 +22,12 @@ export interface GuestHostBindings {
   /**
    * Writes text to stdout (`1`) or stderr (`2`); `3` and `4` are the same streams with the
    * text JSON-encoded (used when it holds NUL, which some engines' string passing cuts at).
+   * A backend may answer `0` once the stream is past the run's `max_stdout_bytes`: the prelude
+   * then stops sending that stream's text and only counts its UTF-8 bytes, which the backend
+   * collects with {@link GuestInternals.takeDroppedOutput} (a flood then costs no crossing per
+   * line). Any other answer keeps the stream open.
    */
-  print(stream: 1 | 2 | 3 | 4, text: string): void;
+  print(stream: 1 | 2 | 3 | 4, text: string): number | undefined;
   /**
    * Starts tool call `id`; the host later answers through {@link GuestInternals.settleCall}.
    * Throws (synchronously) when the call is refused outright: no run active, the run
@@ -67,6 +71,12 @@ export interface GuestInternals {
   settleCall(id: number, replyJson: string): void;
   /** Runs the callback of a fired timer. */
   fireTimer(id: number): void;
+  /**
+   * Answers `"<stdout>,<stderr>"`: UTF-8 bytes printed since the host answered `0` from
+   * {@link GuestHostBindings.print} (not sent, only counted), and reopens both streams for the
+   * next run. Runs no guest-reachable code.
+   */
+  takeDroppedOutput(): string;
   /**
    * Forgets every pending timer and tool call (a run ended). Runs no guest-reachable code
    * (it replaces its maps instead of calling their methods).
@@ -119,9 +129,42 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
   const hostPrint = host.print;
   const hostNow = host.now;
   const construct = Reflect.construct;
+  const codeUnitAt = Function.prototype.call.bind(String.prototype.charCodeAt);
+  // UTF-8 length, counting a lone surrogate as U+FFFD (3 bytes), as the host does.
+  const regExpExec = RegExp.prototype.exec;
+  const nonAscii = /[^\u0000-\u007f]/;
+  function utf8Length(text) {
+    if (apply(regExpExec, nonAscii, [text]) === null) return text.length;
+    let bytes = 0;
+    for (let i = 0; i < text.length; i++) {
+      const unit = codeUnitAt(text, i);
+      if (unit < 0x80) bytes += 1;
+      else if (unit < 0x800) bytes += 2;
+      else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
+        const next = codeUnitAt(text, i + 1);
+        if (next >= 0xdc00 && next <= 0xdfff) { bytes += 4; i++; } else bytes += 3;
+      } else bytes += 3;
+    }
+    return bytes;
+  }
+  // Per stream (index 1 stdout, 2 stderr): whether text still goes to the host, and the bytes
+  // counted here once the host said the stream is full (see takeDroppedOutput).
+  let outputOpen = [false, true, true];
+  let outputDropped = [0, 0, 0];
+  // A lone surrogate leaves as U+FFFD, as Node writes it (QuickJS's string passing would make
+  // three of it).
+  const toWellFormed = String.prototype.toWellFormed;
   function print(stream, text) {
-    if (text.indexOf("\u0000") >= 0) hostPrint(stream + 2, stringify(text));
-    else hostPrint(stream, text);
+    if (!outputOpen[stream]) { outputDropped[stream] += utf8Length(text); return; }
+    if (typeof toWellFormed === "function") text = apply(toWellFormed, text, []);
+    const open = text.indexOf("\u0000") >= 0 ? hostPrint(stream + 2, stringify(text)) : hostPrint(stream, text);
+    if (open === 0) outputOpen[stream] = false;
+  }
+  function takeDroppedOutput() {
+    const counts = outputDropped[1] + "," + outputDropped[2];
+    outputOpen = [false, true, true];
+    outputDropped = [0, 0, 0];
+    return counts;
   }
   const hostCall = host.call;
   const setTimer = host.setTimer;
@@ -533,5 +576,5 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
     }
   }
 
-  return { beginRun, syncTools, encodeResult, describeError, settleCall, fireTimer, resetRun };
+  return { beginRun, syncTools, encodeResult, describeError, settleCall, fireTimer, resetRun, takeDroppedOutput };
 })`;

@@ -1111,7 +1111,33 @@ const DOS_CASES: DosCase[] = [
       expect(o.result).toBe("done");
       expect(Buffer.byteLength(o.stdout)).toBeLessThanOrEqual(SMALL.max_stdout_bytes);
       expect(Buffer.byteLength(o.stderr)).toBeLessThanOrEqual(SMALL.max_stdout_bytes);
-      expect(o.diagnostics.filter((d) => d.code === "OUTPUT_TRUNCATED")).toHaveLength(2);
+      const truncated = o.diagnostics.filter((d) => d.code === "OUTPUT_TRUNCATED");
+      expect(truncated).toHaveLength(2);
+      // Past the cap the prelude only counts what is printed; the count is still exact.
+      for (const [stream, kept] of [
+        ["out", o.stdout],
+        ["err", o.stderr],
+      ] as const) {
+        let printed = 0;
+        for (let i = 0; i < 20000; i++) printed += Buffer.byteLength(`${stream} ${i}\n`);
+        const dropped = printed - Buffer.byteLength(kept);
+        expect(truncated.map((d) => d.message).join("\n")).toContain(` ${dropped} more bytes`);
+      }
+    },
+  },
+  {
+    name: "non-ASCII output past max_stdout_bytes, then a result",
+    code: "for (let i = 0; i < 3000; i++) console.log('\u00e9\ud83d\ude00\ud800' + i); 'done'",
+    status: "ok",
+    codes: [null],
+    check: (o) => {
+      expect(o.result).toBe("done");
+      let printed = 0;
+      // A lone surrogate counts as U+FFFD: 3 bytes.
+      for (let i = 0; i < 3000; i++) printed += 2 + 4 + 3 + Buffer.byteLength(`${i}\n`);
+      const dropped = printed - Buffer.byteLength(o.stdout);
+      const truncated = o.diagnostics.find((d) => d.code === "OUTPUT_TRUNCATED");
+      expect(truncated?.message).toContain(` ${dropped} more bytes`);
     },
   },
   {
