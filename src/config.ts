@@ -101,6 +101,14 @@ export interface ServerConfig {
   /** RSS of the server process above which idle sessions hibernate; `null` never (default; env `SANDBOX_HIBERNATE_ABOVE_RSS_BYTES`). */
   hibernateAboveRssBytes: number | null;
   /**
+   * Time the server spends, when it shuts down, hibernating its idle sessions (most recently
+   * used first) so that a server started next on the same `dataDir` with the same
+   * `snapshotKey` takes them back; 0 never (default 10 s; env
+   * `SANDBOX_HIBERNATE_ON_SHUTDOWN_MS`). Without `snapshotKey` sessions never outlive the
+   * process (their snapshots would not verify in the next one).
+   */
+  hibernateOnShutdownMs: number;
+  /**
    * Host directories runner manifests may copy files from (absolute; default none; env
    * `SANDBOX_RUNNER_ROOTS`, colon-separated; in a file, relative to the file).
    */
@@ -164,6 +172,7 @@ export function defaultConfig(): ServerConfig {
     snapshotTtlMs: 7 * 86_400_000,
     hibernateAfterMs: 5 * 60_000,
     hibernateAboveRssBytes: null,
+    hibernateOnShutdownMs: 10_000,
     runnerRoots: [],
     publicUrl: null,
     runtimeId: null,
@@ -236,6 +245,7 @@ export const configFileSchema = {
     snapshotTtlMs: { type: "integer", minimum: 1_000 },
     hibernateAfterMs: { type: ["integer", "null"], minimum: 1_000 },
     hibernateAboveRssBytes: { type: ["integer", "null"], minimum: 1_048_576 },
+    hibernateOnShutdownMs: { type: "integer", minimum: 0, maximum: 600_000 },
     runnerRoots: { type: "array", items: { type: "string", minLength: 1 } },
     publicUrl: { type: ["string", "null"], pattern: "^https?://" },
     runtimeId: { type: ["string", "null"], pattern: "^[A-Za-z0-9_:-]{1,120}$" },
@@ -263,6 +273,7 @@ const INTEGER_ENV: readonly [string, keyof ServerConfig][] = [
   ["SANDBOX_SNAPSHOT_STORE_BYTES", "snapshotStoreBytes"],
   ["SANDBOX_SNAPSHOT_TTL_MS", "snapshotTtlMs"],
   ["SANDBOX_HIBERNATE_ABOVE_RSS_BYTES", "hibernateAboveRssBytes"],
+  ["SANDBOX_HIBERNATE_ON_SHUTDOWN_MS", "hibernateOnShutdownMs"],
 ];
 
 /**

@@ -34,6 +34,7 @@ export * from "./runtime/outcomes.ts";
 export * from "./runtime/output.ts";
 export * from "./runtime/registry.ts";
 export * from "./runtime/worker-pool.ts";
+export * from "./session/hibernation-index.ts";
 export * from "./session/limits.ts";
 export * from "./session/manager.ts";
 export * from "./session/types.ts";

@@ -9,7 +9,7 @@ import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import type { FastifyInstance } from "fastify";
+import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import {
   importableSpecifier,
   type PluginConfig,
@@ -25,6 +25,7 @@ import { ProcessRegistry } from "./runner/process-registry.ts";
 import { SandboxRunnerProvider } from "./runner/sandbox-provider.ts";
 import { boundedIdentifier, runtimeDiagnostic } from "./runner/summary.ts";
 import { RuntimeRegistry } from "./runtime/registry.ts";
+import { FsHibernationIndex } from "./session/hibernation-index.ts";
 import { SessionManager } from "./session/manager.ts";
 import { FsSnapshotStore } from "./snapshot/store.ts";
 import { ToolRegistry } from "./tools/registry.ts";
@@ -103,6 +104,7 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     if (error instanceof SandboxError) throw new Error(`Configuration: ${error.message}`);
     throw error;
   }
+  let log: FastifyBaseLogger | undefined;
   const manager = new SessionManager({
     runtimes,
     tools,
@@ -132,6 +134,16 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
       bounds: { maxSnapshotBytes: config.maxSnapshotBytes },
       hibernateAfterMs: config.hibernateAfterMs,
       hibernateAboveRssBytes: config.hibernateAboveRssBytes,
+      // Snapshots signed with a per-process key restore nowhere else: without a configured
+      // key, hibernated sessions end with the process.
+      ...(config.snapshotKey === null
+        ? {}
+        : {
+            hibernationIndex: new FsHibernationIndex(join(config.dataDir, "hibernated.json")),
+            onHibernationIndexError: (error: unknown) =>
+              log?.warn({ err: error }, "the hibernation index could not be written"),
+            hibernateOnCloseMs: config.hibernateOnShutdownMs,
+          }),
     },
   });
   const processes = new ProcessRegistry();
@@ -188,9 +200,22 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
     version: VERSION,
     snapshotBodyLimitBytes: config.maxSnapshotBytes,
   });
+  log = app.log;
   if (config.snapshotKey === null) {
     app.log.warn(
-      "SANDBOX_SNAPSHOT_KEY is not set: snapshots are signed with a random key of this process and restore nowhere else.",
+      "SANDBOX_SNAPSHOT_KEY is not set: snapshots are signed with a random key of this process and restore nowhere else; sessions end with the process.",
+    );
+  }
+  try {
+    // Sessions the previous server on this data dir left hibernated wake on their next use.
+    const resumed = await manager.resumeHibernated();
+    if (resumed.resumed + resumed.expired + resumed.missing + resumed.rejected > 0) {
+      app.log.info(resumed, "took back hibernated sessions");
+    }
+  } catch (error) {
+    app.log.error(
+      { err: error },
+      "the hibernation index could not be read: sessions of the previous server are lost",
     );
   }
   let closed = false;

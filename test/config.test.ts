@@ -58,6 +58,7 @@ describe("loadConfig", () => {
       allowUnsignedSnapshots: false,
       hibernateAfterMs: 300_000,
       hibernateAboveRssBytes: null,
+      hibernateOnShutdownMs: 10_000,
     });
     const { dir, file } = writeConfig({ dataDir: "state", hibernateAfterMs: null });
     expect(loadConfig({ SANDBOX_CONFIG: file })).toMatchObject({
@@ -73,6 +74,7 @@ describe("loadConfig", () => {
         SANDBOX_HIBERNATE_AFTER_MS: "off",
         SANDBOX_HIBERNATE_ABOVE_RSS_BYTES: "2000000000",
         SANDBOX_MAX_SNAPSHOT_BYTES: "1048576",
+        SANDBOX_HIBERNATE_ON_SHUTDOWN_MS: "0",
       }),
     ).toMatchObject({
       dataDir: "/var/lib/sandbox",
@@ -81,10 +83,14 @@ describe("loadConfig", () => {
       hibernateAfterMs: null,
       hibernateAboveRssBytes: 2_000_000_000,
       maxSnapshotBytes: 1_048_576,
+      hibernateOnShutdownMs: 0,
     });
     expect(() => loadConfig({ SANDBOX_SNAPSHOT_KEY: "short" })).toThrow(/SANDBOX_SNAPSHOT_KEY/);
     expect(() => loadConfig({ SANDBOX_HIBERNATE_AFTER_MS: "soon" })).toThrow(
       /SANDBOX_HIBERNATE_AFTER_MS/,
+    );
+    expect(() => loadConfig({ SANDBOX_HIBERNATE_ON_SHUTDOWN_MS: "-1" })).toThrow(
+      /hibernateOnShutdownMs|SANDBOX_HIBERNATE_ON_SHUTDOWN_MS/,
     );
     expect(() => loadConfig({ SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS: "yes" })).toThrow(
       /SANDBOX_ALLOW_UNSIGNED_SNAPSHOTS/,

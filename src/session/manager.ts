@@ -47,6 +47,7 @@ import { ApprovalQueue } from "../tools/approvals.ts";
 import { StubCache } from "../tools/stubs.ts";
 import { WorkspaceRegistry } from "../workspace.ts";
 import { type ExecuteContext, executeRun } from "./execute.ts";
+import type { HibernationResume } from "./hibernation-index.ts";
 import { assertWithinCeilings, mergeLimits } from "./limits.ts";
 import { refusal } from "./results.ts";
 import { RunTable } from "./runs.ts";
@@ -77,6 +78,7 @@ export class SessionManager {
   readonly #snapshots: SessionSnapshots;
   readonly #executeContext: ExecuteContext;
   readonly #sweeper: NodeJS.Timeout;
+  readonly #hibernateOnCloseMs: number;
   /** Tool calls waiting for a person (`GET /v1/approvals`). */
   readonly approvals: ApprovalQueue;
   /** Typed declarations of the tools (`GET /v1/capabilities/stubs`, TypeScript type-checks). */
@@ -130,6 +132,7 @@ export class SessionManager {
     });
     const shortest = Math.min(this.#idleTtlMs, this.#snapshots.hibernateAfterMs ?? this.#idleTtlMs);
     const sweepEveryMs = Math.max(250, Math.min(30_000, Math.floor(shortest / 4)));
+    this.#hibernateOnCloseMs = Math.max(0, options.snapshots?.hibernateOnCloseMs ?? 0);
     this.#sweeper = setInterval(() => void this.sweep(), sweepEveryMs);
     this.#sweeper.unref();
     this.#executeContext = {
@@ -445,10 +448,27 @@ export class SessionManager {
     return this.#snapshots.hibernate(this.#sessions.require(id));
   }
 
-  /** Stops taking runs, cancels what runs, destroys every session. */
+  /**
+   * Takes back the sessions a previous server on the same data dir left hibernated (its
+   * hibernation index, `SnapshotOptions.hibernationIndex`): they wake on their next use. Call
+   * once, before serving. Without an index, answers zeros.
+   * @throws the index's read error (a file that exists but cannot be read).
+   */
+  resumeHibernated(now: number = Date.now()): Promise<HibernationResume> {
+    return this.#snapshots.resume(now);
+  }
+
+  /**
+   * Stops the sweeper; hibernates idle sessions for up to `hibernateOnCloseMs` (most
+   * recently used first; with a hibernation index they outlive the process); then stops
+   * taking runs, cancels what runs and destroys every other session.
+   */
   async close(): Promise<void> {
     clearInterval(this.#sweeper);
+    const budgetMs = this.#hibernateOnCloseMs;
+    if (budgetMs > 0) await this.#snapshots.hibernateIdle(performance.now() + budgetMs);
     await this.#sessions.close();
+    await this.#snapshots.flushIndex();
   }
 
   /** Starts a session's next task, else its next queued run, unless it is busy. */

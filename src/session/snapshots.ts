@@ -20,6 +20,7 @@ import {
   type SnapshotBounds,
 } from "../snapshot/snapshots.ts";
 import { MemorySnapshotStore, type SnapshotStore } from "../snapshot/store.ts";
+import type { HibernationIndex, HibernationResume } from "./hibernation-index.ts";
 import type { SessionManager } from "./manager.ts";
 import { type MaterializeContext, type Materialized, materialize } from "./materialize.ts";
 import { describeSealed, describeSnapshot } from "./results.ts";
@@ -74,6 +75,10 @@ export class SessionSnapshots implements PoolHibernation {
   readonly #maxHibernated: number;
   readonly #options: SessionSnapshotsOptions;
   readonly #pool: SessionPool;
+  readonly #index: HibernationIndex | null;
+  readonly #onIndexError: (error: unknown) => void;
+  #indexWrite: Promise<void> | null = null;
+  #indexDirty = false;
   #lastStoreGc = 0;
 
   constructor(options: SessionSnapshotsOptions) {
@@ -90,6 +95,8 @@ export class SessionSnapshots implements PoolHibernation {
     this.#maxHibernated = snapshots.maxHibernatedSessions ?? 10_000;
     this.#options = options;
     this.#pool = options.pool;
+    this.#index = snapshots.hibernationIndex ?? null;
+    this.#onIndexError = snapshots.onHibernationIndexError ?? (() => {});
   }
 
   /** The snapshot store. */
@@ -162,7 +169,10 @@ export class SessionSnapshots implements PoolHibernation {
     if (hibernated) {
       const bytes = await this.#store.get(hibernated.snapshotId);
       if (bytes) {
-        hibernated.shared = true;
+        if (!hibernated.shared) {
+          hibernated.shared = true;
+          this.#saveIndex();
+        }
         return describeSnapshot(
           hibernated.snapshotId,
           bytes.byteLength,
@@ -297,6 +307,7 @@ export class SessionSnapshots implements PoolHibernation {
           shared: false,
           broken: null,
         });
+        this.#saveIndex();
         // Tasks that queued behind this one ask again, and find the session hibernated.
         for (const task of session.tasks.splice(0)) task.cancel(new SessionMovedError(id));
         this.#options.workspaces.delete(id);
@@ -361,6 +372,7 @@ export class SessionSnapshots implements PoolHibernation {
         throw new SandboxError("SESSION_NOT_FOUND", `Session '${id}' was destroyed while it woke.`);
       }
       this.#hibernated.delete(id);
+      this.#saveIndex();
       pool.add(session);
       return session;
     })();
@@ -384,6 +396,7 @@ export class SessionSnapshots implements PoolHibernation {
         if (this.#hibernated.get(id) === hibernated) {
           hibernated.broken = { code: failure.code, message: failure.message };
           hibernated.shared = true;
+          this.#saveIndex();
         }
         throw failure;
       },
@@ -425,10 +438,98 @@ export class SessionSnapshots implements PoolHibernation {
     }
   }
 
+  /**
+   * Takes back the sessions the hibernation index names (a server starting on the data dir
+   * of one that stopped): each becomes hibernated again, to wake on its next use. Records of
+   * sessions idle past `idleTtlMs` are dropped with their snapshots (unless shared), as are
+   * records whose snapshot is no longer in the store, records of ids already in use, and
+   * records past `maxHibernatedSessions`. Without an index, does nothing.
+   * @throws the index's read error (a file that exists but cannot be read).
+   */
+  async resume(now: number = Date.now()): Promise<HibernationResume> {
+    const report: HibernationResume = { resumed: 0, expired: 0, missing: 0, rejected: 0 };
+    if (!this.#index) return report;
+    const { sessions, rejected } = await this.#index.load();
+    report.rejected = rejected;
+    if (sessions.length === 0 && rejected === 0) return report;
+    const stored = new Set((await this.#store.list()).map((entry) => entry.id));
+    for (const session of sessions) {
+      const id = session.meta.id;
+      if (now - session.meta.last_used_at >= this.#options.idleTtlMs) {
+        report.expired += 1;
+        if (!session.shared) await this.#store.delete(session.snapshotId).catch(() => false);
+      } else if (!stored.has(session.snapshotId)) {
+        report.missing += 1;
+      } else if (
+        this.#pool.has(id) ||
+        this.#hibernated.has(id) ||
+        this.#hibernated.size >= this.#maxHibernated
+      ) {
+        report.rejected += 1;
+      } else {
+        this.#hibernated.set(id, session);
+        report.resumed += 1;
+      }
+    }
+    this.#saveIndex();
+    await this.flushIndex();
+    return report;
+  }
+
+  /**
+   * Hibernates idle sessions, most recently used first, until `deadline` (a
+   * `performance.now()` time): what the manager does when it closes, so that the sessions
+   * outlive the process (with a hibernation index). Answers how many hibernated.
+   */
+  async hibernateIdle(deadline: number): Promise<number> {
+    const candidates = this.#pool
+      .list()
+      .filter((session) => isIdle(session))
+      .sort((a, b) => b.meta.last_used_at - a.meta.last_used_at);
+    let hibernated = 0;
+    for (const session of candidates) {
+      if (performance.now() >= deadline) break;
+      const done = await Promise.race([
+        this.hibernate(session).catch(() => false),
+        new Promise<false>((resolve) =>
+          setTimeout(resolve, Math.max(0, deadline - performance.now()), false).unref(),
+        ),
+      ]);
+      if (done) hibernated += 1;
+    }
+    return hibernated;
+  }
+
+  /** Waits until the hibernation index holds the current state (or its last write failed). */
+  async flushIndex(): Promise<void> {
+    while (this.#indexWrite) await this.#indexWrite;
+  }
+
+  /** Saves the hibernation index soon; writes coalesce, one at a time. */
+  #saveIndex(): void {
+    const index = this.#index;
+    if (!index) return;
+    this.#indexDirty = true;
+    if (this.#indexWrite) return;
+    this.#indexWrite = (async () => {
+      while (this.#indexDirty) {
+        this.#indexDirty = false;
+        try {
+          await index.save([...this.#hibernated.values()]);
+        } catch (error) {
+          this.#onIndexError(error);
+        }
+      }
+    })().finally(() => {
+      this.#indexWrite = null;
+    });
+  }
+
   async #drop(hibernated: HibernatedSession): Promise<void> {
     const id = hibernated.meta.id;
     if (this.#hibernated.get(id) !== hibernated) return;
     this.#hibernated.delete(id);
+    this.#saveIndex();
     if (!hibernated.shared) await this.#store.delete(hibernated.snapshotId).catch(() => false);
     this.#pool.notifyDestroyed(id);
   }

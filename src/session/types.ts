@@ -6,6 +6,7 @@
  *
  * @module
  */
+
 import type {
   Language,
   RunRequest,
@@ -22,6 +23,7 @@ import type { SnapshotStore } from "../snapshot/store.ts";
 import type { Approval } from "../tools/approvals.ts";
 import type { ToolRegistry } from "../tools/registry.ts";
 import type { WorkspaceRegistry } from "../workspace.ts";
+import type { HibernationIndex } from "./hibernation-index.ts";
 import type { SessionManager } from "./manager.ts";
 
 /** Options of {@link SessionManager}. Times in ms. */
@@ -74,6 +76,21 @@ export interface SnapshotOptions {
   hibernateAboveRssBytes?: number | null;
   /** Most sessions kept hibernated at once; past it, sessions stay in memory (default 10,000). */
   maxHibernatedSessions?: number;
+  /**
+   * Where hibernated sessions are recorded so that they outlive the process (the server's: a
+   * FsHibernationIndex at `<dataDir>/hibernated.json` when `SANDBOX_SNAPSHOT_KEY` is set);
+   * `SessionManager.resumeHibernated` reads it back. Default: none (hibernated sessions end
+   * with the process).
+   */
+  hibernationIndex?: HibernationIndex;
+  /** Called when the hibernation index cannot be written (the sessions stay hibernated in memory). */
+  onHibernationIndexError?: (error: unknown) => void;
+  /**
+   * Time `SessionManager.close` spends hibernating idle sessions, most recently used first,
+   * before it destroys the rest, in ms (default 0: none). Useful with a hibernation index:
+   * the sessions then survive a restart.
+   */
+  hibernateOnCloseMs?: number;
 }
 
 /** What `POST /v1/sessions/restore` takes: a stored snapshot's id or the bytes themselves. */

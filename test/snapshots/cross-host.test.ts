@@ -8,136 +8,19 @@
  * that session, so B's kv handler never ran while the journal replayed. C, with another
  * key, refuses the same bytes.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-
-const CLI = new URL("../../src/cli.ts", import.meta.url).pathname;
-const QUICKJS_MODULE = new URL("../../runtimes/quickjs/index.ts", import.meta.url).pathname;
-const STARTUP_MS = 20_000;
-
-interface Host {
-  name: string;
-  url: string;
-  child: ChildProcess;
-  /** What the process wrote to stderr, for failure messages. */
-  stderr: string[];
-}
+import {
+  type Host,
+  killAllHosts,
+  request,
+  run,
+  STARTUP_MS,
+  startHost,
+  stopHost,
+} from "./server-process.ts";
 
 const hosts: Host[] = [];
-const children = new Set<ChildProcess>();
-const killAll = () => {
-  for (const child of children) child.kill("SIGKILL");
-};
-process.once("exit", killAll);
-
-/** Starts `sandbox serve` on a free port and answers once it prints where it listens. */
-function startHost(name: string, snapshotKey: string): Promise<Host> {
-  const env: NodeJS.ProcessEnv = Object.fromEntries(
-    Object.entries(process.env).filter(
-      ([variable]) =>
-        !variable.startsWith("SANDBOX_") && variable !== "PORT" && variable !== "HOST",
-    ),
-  );
-  // JavaScript sessions only: the hosts start no Python interpreter pool they do not need.
-  const dataDir = mkdtempSync(join(tmpdir(), `sandbox-${name}-`));
-  const config = join(dataDir, "config.json");
-  writeFileSync(
-    config,
-    JSON.stringify({
-      runtimes: [{ module: QUICKJS_MODULE, options: { threads: 1 } }],
-      defaultLanguage: "javascript",
-    }),
-  );
-  const child = spawn(process.execPath, [CLI, "serve"], {
-    env: {
-      ...env,
-      HOST: "127.0.0.1",
-      PORT: "0",
-      SANDBOX_CONFIG: config,
-      SANDBOX_DATA_DIR: dataDir,
-      SANDBOX_SNAPSHOT_KEY: snapshotKey,
-      SANDBOX_LOG_LEVEL: "silent",
-      SANDBOX_HIBERNATE_AFTER_MS: "off",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  const stderr: string[] = [];
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => stderr.push(chunk));
-  return new Promise((resolve, reject) => {
-    let stdout = "";
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`${name} did not start in ${STARTUP_MS} ms: ${stdout}${stderr.join("")}`));
-    }, STARTUP_MS);
-    child.once("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited (${code ?? signal}) before listening: ${stderr.join("")}`));
-    });
-    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-      stdout += chunk;
-      const listening = /sandbox listening on (http:\/\/\S+)/.exec(stdout);
-      if (!listening) return;
-      clearTimeout(timer);
-      resolve({ name, url: listening[1]!, child, stderr });
-    });
-  });
-}
-
-async function stopHost(host: Host): Promise<void> {
-  if (host.child.exitCode !== null || host.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => host.child.once("exit", resolve));
-  host.child.kill("SIGTERM");
-  const timer = setTimeout(() => host.child.kill("SIGKILL"), 5_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-interface Answer {
-  status: number;
-  // biome-ignore lint/suspicious/noExplicitAny: JSON answers are checked with expect.
-  json: any;
-  bytes: Buffer;
-}
-
-/** One request: `body` as JSON, or as application/octet-stream when it is a Buffer. */
-async function request(host: Host, method: string, path: string, body?: unknown): Promise<Answer> {
-  const init: RequestInit = { method };
-  if (Buffer.isBuffer(body)) {
-    init.body = new Uint8Array(body);
-    init.headers = { "content-type": "application/octet-stream" };
-  } else if (body !== undefined) {
-    init.body = JSON.stringify(body);
-    init.headers = { "content-type": "application/json" };
-  }
-  const response = await fetch(new URL(path, host.url), init);
-  const bytes = Buffer.from(await response.arrayBuffer());
-  const isJson = response.headers.get("content-type")?.startsWith("application/json") ?? false;
-  return {
-    status: response.status,
-    json: isJson ? JSON.parse(bytes.toString("utf8")) : null,
-    bytes,
-  };
-}
-
-/** Runs JavaScript (or TypeScript) in a session and answers its result; the run must succeed. */
-async function run(
-  host: Host,
-  sessionId: string,
-  code: string,
-  language = "javascript",
-): Promise<unknown> {
-  const answer = await request(host, "POST", "/v1/runs", { session_id: sessionId, language, code });
-  expect(answer.status, `${host.name}: ${code}`).toBe(200);
-  expect(answer.json, `${host.name}: ${code}`).toMatchObject({ status: "ok", error: null });
-  return answer.json.result;
-}
-
 const sharedKey = randomBytes(32).toString("hex");
 let a: Host;
 let b: Host;
@@ -156,8 +39,8 @@ beforeAll(async () => {
 }, STARTUP_MS + 5_000);
 
 afterAll(async () => {
-  await Promise.all(hosts.map(stopHost));
-  killAll();
+  await Promise.all(hosts.map((host) => stopHost(host)));
+  killAllHosts();
 });
 
 describe("a snapshot taken on one host restores on another", () => {
