@@ -275,26 +275,36 @@ export class SessionManager {
     let limits: SessionLimits;
     let language: Language;
     try {
-      let existing = sessions.get(sessionId) ?? (await sessions.pending(sessionId));
-      if (!existing && this.#snapshots.isHibernated(sessionId)) {
-        existing = await this.#snapshots.wake(sessionId);
-      }
-      if (existing && !existing.destroyed) {
-        session = existing;
-        language = input.language ?? session.meta.language;
-        if (!session.runtime.info.languages.includes(language)) {
-          throw new SandboxError(
-            "LANGUAGE_MISMATCH",
-            `Session '${sessionId}' runs ${session.runtime.info.languages.join(" and ")}, not ${language}.`,
-          );
+      // Twice at most: a first run that creates its session can race another request that
+      // created (or woke) it meanwhile; the second look finds that session.
+      for (let attempt = 1; ; attempt++) {
+        let existing = sessions.get(sessionId) ?? (await sessions.pending(sessionId));
+        if (!existing && this.#snapshots.isHibernated(sessionId)) {
+          existing = await this.#snapshots.wake(sessionId);
         }
-        limits = mergeLimits(session.meta.limits, input.limits, this.#ceilings, input.timeout_ms);
-      } else {
+        if (existing && !existing.destroyed) {
+          session = existing;
+          language = input.language ?? session.meta.language;
+          if (!session.runtime.info.languages.includes(language)) {
+            throw new SandboxError(
+              "LANGUAGE_MISMATCH",
+              `Session '${sessionId}' runs ${session.runtime.info.languages.join(" and ")}, not ${language}.`,
+            );
+          }
+          limits = mergeLimits(session.meta.limits, input.limits, this.#ceilings, input.timeout_ms);
+          break;
+        }
         language = input.language ?? this.#defaultLanguage;
         // Check limits before creating anything, so a refused run leaves no session behind.
         mergeLimits(this.#defaults, input.limits, this.#ceilings, input.timeout_ms);
-        session = await sessions.create(sessionId, language, input.limits, input.runtime, null);
+        try {
+          session = await sessions.create(sessionId, language, input.limits, input.runtime, null);
+        } catch (error) {
+          if (attempt < 2 && isSandboxError(error) && error.code === "SESSION_EXISTS") continue;
+          throw error;
+        }
         limits = mergeLimits(session.meta.limits, null, this.#ceilings, input.timeout_ms);
+        break;
       }
     } catch (error) {
       if (isSandboxError(error) && !isCapacityError(error)) return refuse(error.toErrorObject());

@@ -141,21 +141,21 @@ export class SessionPool {
     sideEffects: readonly SideEffect[] | null,
   ): Promise<SessionState> {
     if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
-    if (!this.#creating.has(id)) await this.makeRoom(id);
+    // A create of this id already under way (making room, or in its backend) is the answer.
     const pending = this.#creating.get(id);
     if (pending) return pending;
-    // Another create of this id may have finished while room was made.
     if (this.#sessions.has(id)) {
       throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists.`);
     }
     if (this.#options.hibernation().isHibernated(id)) {
       throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists (hibernated).`);
     }
-    this.assertRoom(id);
     const { runtimes, defaults, ceilings, allowedSideEffects } = this.#options;
     const runtime = runtimes.resolve(language, runtimeId);
     const limits = mergeLimits(defaults, requested, ceilings);
     const creation = (async () => {
+      // Registered before room is made, so a second create of this id waits for this one.
+      await this.makeRoom(id);
       await runtime.createSession(id, limits, language);
       const now = Date.now();
       const session = newSessionState({

@@ -409,6 +409,23 @@ describe("hibernation", () => {
     expect((await m.run({ session_id: sleeper, code: "kept" })).result).toBe("yes");
   });
 
+  it("first runs racing to create one session all run in it, while room is made by hibernating", async () => {
+    const m = manager({ hibernateAfterMs: 60_000 }, { maxSessions: 1 });
+    const sleeper = sid();
+    const fresh = sid();
+    await m.run({ session_id: sleeper, code: "var kept = 'yes'" });
+    const racing = await Promise.all(
+      [1, 2, 3].map((n) =>
+        m.run({ session_id: fresh, code: `globalThis.seen = (globalThis.seen ?? 0) + ${n}; seen` }),
+      ),
+    );
+    expect(racing.map((result) => result.status)).toEqual(["ok", "ok", "ok"]);
+    // One session ran all three, one after another.
+    expect(racing.map((result) => result.result)).toEqual([1, 3, 6]);
+    expect(m.getSession(fresh)).toMatchObject({ state: "idle", run_count: 3 });
+    expect(m.getSession(sleeper).state).toBe("hibernated");
+  });
+
   it("a session whose snapshot no longer restores answers why, until it is destroyed", async () => {
     const store = new MemorySnapshotStore();
     const m = manager({ store, hibernateAfterMs: 1_000 });
