@@ -254,6 +254,9 @@ export class SessionPool {
   /** Stops making sessions and destroys every one. */
   async close(): Promise<void> {
     this.#closing = true;
+    // Sessions being made (created, restored, woken) finish first, then go with the rest,
+    // so none is left in a backend after close.
+    await Promise.allSettled([...this.#creating.values()]);
     await Promise.allSettled(
       this.list().map((session) => this.destroy(session, "The server is shutting down.")),
     );

@@ -304,6 +304,21 @@ describe("journal snapshots", () => {
   });
 });
 
+describe("closing", () => {
+  it("a restore under way when the manager closes leaves nothing in the backend", async () => {
+    const a = manager();
+    const id = sid();
+    await a.run({ session_id: id, code: "var v = 1; for (let i = 0; i < 1e5; i++) v += i; v" });
+    const bytes = await a.getSnapshot((await a.snapshotSession(id)).snapshot_id);
+    const b = manager();
+    const restoring = b.restoreSession({ snapshot: bytes, session_id: `${id}-closing` });
+    await b.close();
+    await restoring.catch(() => null);
+    expect(await runtimes.get("quickjs")!.listSessions()).not.toContain(`${id}-closing`);
+    expect(b.sessionCount).toBe(0);
+  });
+});
+
 describe("hibernation", () => {
   it("evicts idle sessions past hibernateAfterMs and wakes them on their next run", async () => {
     const store = new MemorySnapshotStore();
