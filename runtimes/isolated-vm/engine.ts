@@ -24,6 +24,7 @@
 import ivm from "isolated-vm";
 import {
   type CompiledCell,
+  canRestoreWith,
   compileCell,
   errorObject,
   GUEST_PRELUDE,
@@ -232,19 +233,19 @@ export class IsolatedVmEngine implements LanguageRuntime {
   async snapshotSession(_sessionId: SessionId): Promise<Uint8Array> {
     throw new SandboxError(
       "SNAPSHOT_NOT_SUPPORTED",
-      "isolated-vm sessions cannot be snapshotted yet.",
+      "isolated-vm makes no image of a session; its snapshots are journals (docs/snapshots.md).",
     );
   }
 
   async restoreSession(_snapshot: Uint8Array, _sessionId?: SessionId): Promise<SessionId> {
     throw new SandboxError(
       "SNAPSHOT_NOT_SUPPORTED",
-      "isolated-vm sessions cannot be restored yet.",
+      "isolated-vm restores no image; the session manager replays a snapshot's journal instead.",
     );
   }
 
-  canRestoreSnapshot(_snapshot: Uint8Array): boolean {
-    return false;
+  canRestoreSnapshot(snapshot: Uint8Array): boolean {
+    return canRestoreWith(this.info, snapshot);
   }
 
   async close(): Promise<void> {
