@@ -433,6 +433,8 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
 
   function beginRun(seed, inputsJson) {
     seedRandom(seed);
+    outputOpen = [false, true, true];
+    outputDropped = [0, 0, 0];
     if (inputsJson === "") return "";
     const inputs = parse(inputsJson);
     const keys = objectKeys(inputs);
