@@ -104,7 +104,11 @@ program
         }
         result = body;
       } else {
-        const server = await createServer({ ...loadConfig(), logLevel: "silent" });
+        // A one-shot server: it must not take or write the sessions of a server on this data dir.
+        const server = await createServer(
+          { ...loadConfig(), logLevel: "silent" },
+          { keepSessions: false },
+        );
         try {
           result = await server.manager.run(request as never);
         } finally {

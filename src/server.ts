@@ -70,11 +70,27 @@ async function loadPlugin(entry: PluginConfig, kind: Plugin["kind"]): Promise<Pl
   return plugin;
 }
 
+/** Options of {@link createServer}. */
+export interface CreateServerOptions {
+  /**
+   * Whether hibernated sessions outlive this server through `<dataDir>/hibernated.json`
+   * (taken back on start, idle sessions hibernated on close; needs `snapshotKey`). Default
+   * true; a one-shot server (`sandbox run FILE`) passes false so that it never touches the
+   * index of a server serving the same data dir.
+   */
+  keepSessions?: boolean;
+}
+
 /**
- * Builds a server (not listening yet).
+ * Builds a server (not listening yet). With a `snapshotKey` it takes back the sessions the
+ * previous server on its data dir left hibernated (see {@link CreateServerOptions}).
  * @throws Error when a plugin module cannot be loaded or a default limit is above its ceiling.
  */
-export async function createServer(config: ServerConfig): Promise<SandboxServer> {
+export async function createServer(
+  config: ServerConfig,
+  options: CreateServerOptions = {},
+): Promise<SandboxServer> {
+  const keepSessions = (options.keepSessions ?? true) && config.snapshotKey !== null;
   const runtimes = new RuntimeRegistry();
   const tools = new ToolRegistry();
   const workspaces = new WorkspaceRegistry();
@@ -136,7 +152,7 @@ export async function createServer(config: ServerConfig): Promise<SandboxServer>
       hibernateAboveRssBytes: config.hibernateAboveRssBytes,
       // Snapshots signed with a per-process key restore nowhere else: without a configured
       // key, hibernated sessions end with the process.
-      ...(config.snapshotKey === null
+      ...(!keepSessions
         ? {}
         : {
             hibernationIndex: new FsHibernationIndex(join(config.dataDir, "hibernated.json")),
