@@ -129,8 +129,9 @@ export class SessionPool {
   /**
    * Creates a session on the backend of `language` (or `runtimeId`), with the defaults
    * overlaid with `requested` limits, and side-effect classes `sideEffects` (null: the
-   * server's). A session of this id being made is answered instead.
-   * @throws SandboxError `SESSION_EXISTS` (hibernated), `SESSION_LIMIT_REACHED`,
+   * server's).
+   * @throws SandboxError `SESSION_EXISTS` (the id is live, hibernated or being made),
+   *   `SESSION_LIMIT_REACHED`,
    *   `LIMIT_EXCEEDS_CEILING`, `UNSUPPORTED_LANGUAGE`, `UNKNOWN_RUNTIME`, `SERVICE_CLOSING`.
    */
   async create(
@@ -141,10 +142,9 @@ export class SessionPool {
     sideEffects: readonly SideEffect[] | null,
   ): Promise<SessionState> {
     if (this.#closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
-    // A create of this id already under way (making room, or in its backend) is the answer.
-    const pending = this.#creating.get(id);
-    if (pending) return pending;
-    if (this.#sessions.has(id)) {
+    // A create, restore or wake of this id under way: the id is taken. (A caller that wants
+    // that session awaits `pending(id)` and checks it is the session it asked for.)
+    if (this.#creating.has(id) || this.#sessions.has(id)) {
       throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists.`);
     }
     if (this.#options.hibernation().isHibernated(id)) {

@@ -205,6 +205,8 @@ export class SessionSnapshots implements PoolHibernation {
     const bytes = input.snapshot ?? (await this.get(input.snapshot_id!));
     const read = readSnapshot(bytes, this.#keyring, this.#bounds);
     const id = assertSessionId(input.session_id ?? read.opened.header.session.id);
+    // Again after the store read: a close that began meanwhile does not wait for this restore.
+    if (pool.closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
     if (pool.has(id) || this.#hibernated.has(id)) {
       throw new SandboxError("SESSION_EXISTS", `Session '${id}' already exists.`, {
         hint: "Restore under another id with session_id, or destroy the existing session first.",
@@ -365,10 +367,12 @@ export class SessionSnapshots implements PoolHibernation {
         hibernated,
         this.#options,
       );
-      if (this.#hibernated.get(id) !== hibernated) {
-        // Destroyed while it woke: what was built goes too.
+      if (this.#hibernated.get(id) !== hibernated || pool.closing) {
+        // Destroyed while it woke, or the server began to close (the session then stays
+        // hibernated, its snapshot and index record kept): what was built goes.
         this.#options.workspaces.delete(id);
         await session.runtime.destroySession(id).catch(() => false);
+        if (pool.closing) throw new SandboxError("SERVICE_CLOSING", "The server is shutting down.");
         throw new SandboxError("SESSION_NOT_FOUND", `Session '${id}' was destroyed while it woke.`);
       }
       this.#hibernated.delete(id);
@@ -441,9 +445,9 @@ export class SessionSnapshots implements PoolHibernation {
   /**
    * Takes back the sessions the hibernation index names (a server starting on the data dir
    * of one that stopped): each becomes hibernated again, to wake on its next use. Records of
-   * sessions idle past `idleTtlMs` are dropped with their snapshots (unless shared), as are
-   * records whose snapshot is no longer in the store, records of ids already in use, and
-   * records past `maxHibernatedSessions`. Without an index, does nothing.
+   * sessions idle past `idleTtlMs`, of ids already in use and past `maxHibernatedSessions`
+   * are dropped with their snapshots (unless shared); records whose snapshot is no longer in
+   * the store are dropped. Without an index, does nothing.
    * @throws the index's read error (a file that exists but cannot be read).
    */
   async resume(now: number = Date.now()): Promise<HibernationResume> {
@@ -466,6 +470,7 @@ export class SessionSnapshots implements PoolHibernation {
         this.#hibernated.size >= this.#maxHibernated
       ) {
         report.rejected += 1;
+        if (!session.shared) await this.#store.delete(session.snapshotId).catch(() => false);
       } else {
         this.#hibernated.set(id, session);
         report.resumed += 1;
@@ -520,9 +525,9 @@ export class SessionSnapshots implements PoolHibernation {
           this.#onIndexError(error);
         }
       }
-    })().finally(() => {
+      // In the same step as the last check of #indexDirty: a change after it starts a write.
       this.#indexWrite = null;
-    });
+    })();
   }
 
   async #drop(hibernated: HibernatedSession): Promise<void> {

@@ -13,6 +13,7 @@ import { createQuickJsRuntime } from "../../runtimes/quickjs/index.ts";
 import {
   DEFAULT_SESSION_LIMITS,
   FsHibernationIndex,
+  type HibernationIndex,
   MemorySnapshotStore,
   RuntimeRegistry,
   SessionManager,
@@ -194,6 +195,65 @@ describe("a session manager and its hibernation index", () => {
     await second.run({ session_id: "twice", code: "var t = 'new'" });
     expect((await second.resumeHibernated()).rejected).toBe(1);
     expect((await second.run({ session_id: "twice", code: "t" })).result).toBe("new");
+  });
+
+  it("a session waking when the manager closes stays hibernated, with its snapshot and record", async () => {
+    const store = new MemorySnapshotStore();
+    const path = tempFile();
+    const first = manager(store, new FsHibernationIndex(path));
+    await first.run({ session_id: "waking", code: "var kept = 42; kept" });
+    expect(await first.hibernateSession("waking")).toBe(true);
+    // Its next run wakes it; the manager closes meanwhile.
+    const run = first.run({ session_id: "waking", code: "kept" }).catch((error) => error);
+    await first.close();
+    expect(await run).toMatchObject({ code: "SERVICE_CLOSING" });
+    const saved = await new FsHibernationIndex(path).load();
+    expect(saved.sessions.map((session) => session.meta.id)).toEqual(["waking"]);
+    expect(await store.get(saved.sessions[0]!.snapshotId)).not.toBeNull();
+
+    const second = manager(store, new FsHibernationIndex(path));
+    expect((await second.resumeHibernated()).resumed).toBe(1);
+    expect((await second.run({ session_id: "waking", code: "kept" })).result).toBe(42);
+  });
+
+  it("a change landing as an index write ends is written too, whatever the timing", async () => {
+    for (let gap = 0; gap < 12; gap++) {
+      const saves: string[][] = [];
+      let hold: Promise<void> | null = null;
+      let release = () => {};
+      const index: HibernationIndex = {
+        load: async () => ({ sessions: [], rejected: 0 }),
+        save: async (sessions) => {
+          saves.push(sessions.map((session) => session.meta.id));
+          if (hold) await hold;
+        },
+      };
+      const m = new SessionManager({
+        runtimes,
+        tools: new ToolRegistry(),
+        defaults: DEFAULT_SESSION_LIMITS,
+        ceilings: DEFAULT_SESSION_LIMITS,
+        defaultLanguage: "javascript",
+        snapshots: { store: new MemorySnapshotStore(), key, hibernationIndex: index },
+      });
+      managers.push(m);
+      await m.run({ session_id: "s1", code: "1" });
+      await m.run({ session_id: "s2", code: "2" });
+      await m.hibernateSession("s2");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      hold = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      // Its write of [s2, s1] is held; s2 goes `gap` microtasks after it is let go.
+      await m.hibernateSession("s1");
+      const releasing = release;
+      hold = null;
+      releasing();
+      for (let i = 0; i < gap; i++) await Promise.resolve();
+      await m.destroySession("s2");
+      await m.close();
+      expect(saves.at(-1), `gap ${gap}`).toEqual(["s1"]);
+    }
   });
 
   it("with hibernateOnCloseMs 0, close destroys sessions and the index stays empty", async () => {

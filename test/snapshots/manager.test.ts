@@ -319,6 +319,28 @@ describe("closing", () => {
   });
 });
 
+describe("closing, by snapshot id", () => {
+  it("a restore that was reading the store when the manager closed is refused and leaves nothing", async () => {
+    class SlowStore extends MemorySnapshotStore {
+      override async get(id: string) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return super.get(id);
+      }
+    }
+    const store = new SlowStore();
+    const a = manager({ store });
+    const id = sid();
+    await a.run({ session_id: id, code: "var v = 1; v" });
+    const info = await a.snapshotSession(id);
+    const b = manager({ store });
+    const restoring = b.restoreSession({ snapshot_id: info.snapshot_id, session_id: `${id}-late` });
+    await b.close();
+    await expect(restoring).rejects.toMatchObject({ code: "SERVICE_CLOSING" });
+    expect(b.sessionCount).toBe(0);
+    expect(await runtimes.get("quickjs")!.listSessions()).not.toContain(`${id}-late`);
+  });
+});
+
 describe("hibernation", () => {
   it("evicts idle sessions past hibernateAfterMs and wakes them on their next run", async () => {
     const store = new MemorySnapshotStore();
@@ -435,10 +457,25 @@ describe("hibernation", () => {
       ),
     );
     expect(racing.map((result) => result.status)).toEqual(["ok", "ok", "ok"]);
-    // One session ran all three, one after another.
-    expect(racing.map((result) => result.result)).toEqual([1, 3, 6]);
+    // One session ran all three, one after another (in whichever order they were queued):
+    // the values seen are the running sums of 1, 2 and 3 in some order.
+    const seen = racing.map((result) => result.result as number).sort((a, b) => a - b);
+    const steps = seen.map((value, i) => value - (i === 0 ? 0 : seen[i - 1]!));
+    expect(steps.sort()).toEqual([1, 2, 3]);
     expect(m.getSession(fresh)).toMatchObject({ state: "idle", run_count: 3 });
     expect(m.getSession(sleeper).state).toBe("hibernated");
+  });
+
+  it("a first run that finds its session being made by another still gets its own limits", async () => {
+    const m = manager();
+    const id = sid();
+    const [first, limited] = await Promise.all([
+      m.run({ session_id: id, code: "1" }),
+      m.run({ session_id: id, code: "await next_ticket()", limits: { max_external_calls: 0 } }),
+    ]);
+    expect(first.status).toBe("ok");
+    expect(limited.status).toBe("resource_exhausted");
+    expect(limited.external_calls.map((call) => call.status)).toEqual(["denied"]);
   });
 
   it("a session whose snapshot no longer restores answers why, until it is destroyed", async () => {
