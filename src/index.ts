@@ -12,6 +12,7 @@ export * from "./errors.ts";
 export * from "./js/cell.ts";
 export * from "./js/prelude.ts";
 export * from "./js/typecheck.ts";
+export * from "./js/web-globals.ts";
 export * from "./plugins.ts";
 export * from "./runner/artifacts.ts";
 export * from "./runner/commands.ts";

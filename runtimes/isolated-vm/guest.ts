@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { WEB_GLOBALS_SOURCE } from "../../src/js/web-globals.ts";
 
 /** Operations of the bootstrap's entry point (its first argument). */
 export const GuestOp = {
@@ -97,6 +98,7 @@ export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, 
   const charCodeAt = String.prototype.charCodeAt;
   const stringSlice = String.prototype.slice;
   const MAX_CROSSING = ${MAX_CROSSING_CHARS};
+  const WEB_GLOBALS_SOURCE = ${JSON.stringify(WEB_GLOBALS_SOURCE)};
 
   function utf8Length(text) {
     let bytes = 0;
@@ -148,6 +150,7 @@ export const GUEST_BOOTSTRAP = `(function (prelude, print, startCall, setTimer, 
     },
     clearTimer: function (id) { clearTimer(id); },
     now: function () { return now(); },
+    webSource: function () { return WEB_GLOBALS_SOURCE; },
   };
   function messageOf(error) {
     try { return StringCtor(error && error.message); } catch (e) { return "an error that could not be described"; }

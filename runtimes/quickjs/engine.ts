@@ -35,6 +35,7 @@ import {
   type SessionLimits,
   sessionResetDiagnostic,
   validationOutcome,
+  WEB_GLOBALS_SOURCE,
 } from "../../src/index.ts";
 import {
   type EngineBuild,
@@ -358,12 +359,14 @@ function installPrelude(context: QuickJSContext, holder: { session: Session | nu
   const now = context.newFunction("now", () =>
     context.newNumber(holder.session?.activeRun?.now() ?? Date.now()),
   );
+  const webSource = context.newFunction("webSource", () => context.newString(WEB_GLOBALS_SOURCE));
   for (const [name, fn] of [
     ["print", print],
     ["call", call],
     ["setTimer", setTimer],
     ["clearTimer", clearTimer],
     ["now", now],
+    ["webSource", webSource],
   ] as const) {
     context.setProp(host, name, fn);
     fn.dispose();

@@ -11,11 +11,13 @@
  * What guest code gets: `console` (log/info/debug/dir → stdout; warn/error/trace → stderr),
  * `tools.<name>(...)` and a global `<name>(...)` per tool (both return promises), `ToolError`
  * (what a failed call rejects with: `code`, `status`, `tool`), and `setTimeout`/`setInterval`/
- * `clearTimeout`/`clearInterval`/`queueMicrotask`. Timers still pending when the cell's
+ * `clearTimeout`/`clearInterval`/`queueMicrotask`, and the web globals of ./web-globals.ts
+ * (`atob`, `btoa`, `TextEncoder`, `TextDecoder`, `structuredClone`). Timers still pending when the cell's
  * promise settles are cancelled. `ArrayBuffer.prototype.resize` is removed (see docs/security.md).
  *
  * @module
  */
+import { WEB_GLOBAL_NAMES } from "./web-globals.ts";
 
 /** Functions a backend must give the prelude (all synchronous from the guest's view). */
 export interface GuestHostBindings {
@@ -40,6 +42,11 @@ export interface GuestHostBindings {
   clearTimer(id: number): void;
   /** The clock guest code reads (`Date.now()`, `new Date()`), in epoch ms: recorded or replayed by the host. */
   now(): number;
+  /**
+   * {@link WEB_GLOBALS_SOURCE}, asked for the first time guest code reads one of the web
+   * globals (so a session that never does pays nothing for them).
+   */
+  webSource(): string;
 }
 
 /** Functions the prelude returns to the backend. Arguments and answers are strings or numbers. */
@@ -297,6 +304,29 @@ export const GUEST_PRELUDE = String.raw`(function (host) {
     table(value) { print(1, format([value])); },
   };
   defineProperty(G, "console", { value: console, writable: true, configurable: true, enumerable: false });
+  // Web globals (./web-globals.ts), compiled on first use: each is an accessor until read,
+  // then a plain writable global. Assigning one first replaces it without compiling.
+  (function () {
+    const evaluate = G.eval;
+    const webSource = host.webSource;
+    const names = ${JSON.stringify(WEB_GLOBAL_NAMES)};
+    let made = null;
+    const settle = (name, value) =>
+      defineProperty(G, name, { value, writable: true, configurable: true, enumerable: false });
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i];
+      defineProperty(G, name, {
+        get() {
+          if (made === null) made = evaluate(webSource())();
+          settle(name, made[name]);
+          return made[name];
+        },
+        set(value) { settle(name, value); },
+        configurable: true,
+        enumerable: false,
+      });
+    }
+  })();
 
   class ToolError extends ErrorCtor {
     constructor(code, message, status, tool) {

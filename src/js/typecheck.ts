@@ -18,6 +18,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type { Diagnostic, JsonValue } from "../contract/types.ts";
+import { WEB_GLOBALS_DECLARATIONS } from "./web-globals.ts";
 
 /** What to check. */
 export interface TypecheckRequest {
@@ -73,7 +74,7 @@ declare function setInterval<A extends unknown[]>(callback: (...args: A) => void
 declare function clearTimeout(id: number | undefined): void;
 declare function clearInterval(id: number | undefined): void;
 declare function queueMicrotask(callback: () => void): void;
-`;
+${WEB_GLOBALS_DECLARATIONS}`;
 
 let worker: Worker | null = null;
 let nextId = 0;

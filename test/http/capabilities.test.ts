@@ -441,5 +441,20 @@ describe("stubs and type-checking", () => {
     ]);
     expect(wrong.diagnostics[1].message).toMatch(/TS2322/);
     expect(wrong.external_calls).toEqual([]);
+    // The guest's web globals are declared too.
+    const web = await run(app, {
+      session_id: "types-1",
+      language: "typescript",
+      validate_only: true,
+      code: "const bytes: Uint8Array = new TextEncoder().encode(btoa('x'));\nconst back: string = new TextDecoder().decode(bytes);\nstructuredClone({ back }).back.length",
+    });
+    expect(web).toMatchObject({ status: "ok", diagnostics: [] });
+    const misused = await run(app, {
+      session_id: "types-1",
+      language: "typescript",
+      validate_only: true,
+      code: "const n: number = atob('eA==');",
+    });
+    expect(misused.error.code).toBe("TYPE_ERROR");
   });
 });

@@ -228,6 +228,12 @@ async function expectOtherSessionWorks(harness: Harness = main): Promise<void> {
 
 /** Every global a session starts with (ECMAScript built-ins, the prelude's API, the tools). */
 const KNOWN_GLOBALS = new Set([
+  // The prelude's web globals (src/js/web-globals.ts), plain JavaScript in the guest.
+  "atob",
+  "btoa",
+  "TextEncoder",
+  "TextDecoder",
+  "structuredClone",
   "AggregateError",
   "Array",
   "ArrayBuffer",
