@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type CompiledCell, type Span, span } from "../../src/index.ts";
+import { type CompiledCell, foldRepeatedFrames, type Span, span } from "../../src/index.ts";
 import { BOOTSTRAP_FILENAME } from "./guest.ts";
 
 /** File name of the guest prelude in this backend's isolates. */
@@ -55,16 +55,7 @@ export function mapStack(
       frames.push(`${prefix}${name} (${where})`);
     }
   }
-  const folded: string[] = [];
-  for (let i = 0; i < frames.length; ) {
-    let j = i + 1;
-    while (j < frames.length && frames[j] === frames[i]) j++;
-    folded.push(frames[i]!);
-    if (j - i > 2) folded.push(`    ... the frame above ${j - i - 1} more times`);
-    else if (j - i === 2) folded.push(frames[i]!);
-    i = j;
-  }
-  return folded.join("\n");
+  return foldRepeatedFrames(frames);
 }
 
 /** Span of the innermost frame in the current cell, in the user's source; null when none. */

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type CompiledCell, type Span, span } from "../../src/index.ts";
+import { type CompiledCell, foldRepeatedFrames, type Span, span } from "../../src/index.ts";
 
 /** Stack lines read at most. */
 export const MAX_FRAMES = 100;
@@ -79,16 +79,7 @@ export function mapStack(
       frame.name === "" ? "" : `${frame.name === "<anonymous>" ? "<cell>" : frame.name} `;
     frames.push(`    at ${label}(${where})`);
   }
-  const folded: string[] = [];
-  for (let i = 0; i < frames.length; ) {
-    let j = i + 1;
-    while (j < frames.length && frames[j] === frames[i]) j++;
-    folded.push(frames[i]!);
-    if (j - i > 2) folded.push(`    ... the frame above ${j - i - 1} more times`);
-    else if (j - i === 2) folded.push(frames[i]!);
-    i = j;
-  }
-  return folded.join("\n");
+  return foldRepeatedFrames(frames);
 }
 
 /** Span of the innermost frame in the current cell, in the user's source, or null. */

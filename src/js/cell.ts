@@ -142,6 +142,24 @@ export function compileCell(
   };
 }
 
+/**
+ * Joins stack frame lines (`    at f (cell-1.js:2:3)`), folding a run of one frame repeated
+ * more than twice (deep recursion) into the frame and a line `    ... the frame above N more
+ * times`. Shared by the JavaScript backends' stack rendering.
+ */
+export function foldRepeatedFrames(frames: readonly string[]): string {
+  const folded: string[] = [];
+  for (let i = 0; i < frames.length; ) {
+    let j = i + 1;
+    while (j < frames.length && frames[j] === frames[i]) j++;
+    folded.push(frames[i]!);
+    if (j - i > 2) folded.push(`    ... the frame above ${j - i - 1} more times`);
+    else if (j - i === 2) folded.push(frames[i]!);
+    i = j;
+  }
+  return folded.join("\n");
+}
+
 /** A span at one position (end unknown). */
 export function span(line: number, column: number, endLine?: number, endColumn?: number): Span {
   return { line, column, end_line: endLine ?? null, end_column: endColumn ?? null };
